@@ -1,0 +1,1 @@
+"""faceid: keyboard-driven face identification in the terminal."""

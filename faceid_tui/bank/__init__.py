@@ -1,0 +1,2 @@
+"""The identity bank: names, SQLite storage, folder sync, enrolment and matching.
+Nothing here imports Textual."""

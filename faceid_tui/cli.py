@@ -1,0 +1,460 @@
+"""The ``faceid`` command: wires the engine and the bank into subcommands for people and scripts.
+
+Exit status: 0 when every file was processed, 1 when any file failed (each failure is
+reported with its reason and the run goes on), 2 for usage errors (bad options, bad names,
+unknown identities).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from faceid_tui.bank.matching import DEFAULT_THRESHOLD, FaceMatch
+from faceid_tui.config import Settings, build_pipeline, open_bank
+from faceid_tui.engine.decode import is_image_name
+from faceid_tui.engine.models import ModelStore
+from faceid_tui.engine.pipeline import PhotoResult
+from faceid_tui.errors import BankError, FaceIdError, InvalidNameError
+
+EXIT_OK, EXIT_FILE_FAILED, EXIT_USAGE = 0, 1, 2
+
+stdout = Console(highlight=False, soft_wrap=True)
+stderr = Console(stderr=True, highlight=False)
+
+
+class UsageError(FaceIdError):
+    """Bad arguments that argparse itself cannot see (exit status 2)."""
+
+
+# -- argument parsing -----------------------------------------------------------------------
+def _engine_options(*, suppress: bool) -> argparse.ArgumentParser:
+    """Global options. Sub-parsers repeat them with SUPPRESS defaults so that
+    ``faceid --bank B scan`` and ``faceid scan --bank B`` both work."""
+    parser = argparse.ArgumentParser(add_help=False)
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress else value
+
+    group = parser.add_argument_group("engine options")
+    group.add_argument("--bank", type=Path, default=default(Path("id_bank")), metavar="DIR",
+                       help="identity bank folder (default: ./id_bank)")
+    group.add_argument("--models", type=Path, default=default(Path("face_models")),
+                       metavar="DIR", help="model folder (default: ./face_models)")
+    group.add_argument("--detector", choices=["hog", "cnn"], default=default("hog"),
+                       help="face detector: dlib HOG (fast, default) or dlib CNN/MMOD")
+    group.add_argument("--upsample", type=int, default=default(None), metavar="N",
+                       help="detector upsampling (default: 1 up to 1.5 Mpx, else 0)")
+    group.add_argument("--min-face", type=int, default=default(20), metavar="PX",
+                       help="ignore faces smaller than this (default: 20)")
+    group.add_argument("--device", choices=["auto", "cpu", "cuda"], default=default("auto"),
+                       help="where FaceNet runs (default: auto = cuda when available)")
+    group.add_argument("--threads", type=int, default=default(None), metavar="N",
+                       help="torch CPU threads (default: every available core)")
+    group.add_argument("--threshold", type=float, default=default(DEFAULT_THRESHOLD),
+                       metavar="T", help=f"match threshold, cosine (default: {DEFAULT_THRESHOLD})")
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _engine_options(suppress=True)
+    parser = argparse.ArgumentParser(
+        prog="faceid", parents=[_engine_options(suppress=False)],
+        description="Face identification from the terminal: detect faces, embed them with "
+                    "FaceNet and match them against an identity bank of id_bank/<Name>/ photos.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    scan = commands.add_parser("scan", parents=[common], help="identify the faces in photos")
+    scan.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                      help="photos and folders (searched recursively)")
+    scan.add_argument("--json", action="store_true", help="JSON Lines, one object per photo")
+    scan.add_argument("--annotate", type=Path, metavar="DIR",
+                      help="write annotated copies and JSON sidecars to DIR")
+
+    enrol = commands.add_parser("enroll", aliases=["enrol"], parents=[common],
+                                help="add photos of a person to the bank")
+    enrol.add_argument("name", help="identity name (created if new)")
+    enrol.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    enrol.add_argument("--json", action="store_true")
+
+    bank = commands.add_parser("bank", parents=[common], help="list and edit identities")
+    bank_commands = bank.add_subparsers(dest="bank_command", metavar="ACTION", required=True)
+    listing = bank_commands.add_parser("list", parents=[common], help="every identity")
+    listing.add_argument("--json", action="store_true")
+    show = bank_commands.add_parser("show", parents=[common], help="one identity's photos")
+    show.add_argument("name")
+    show.add_argument("--json", action="store_true")
+    rename = bank_commands.add_parser("rename", parents=[common], help="rename an identity")
+    rename.add_argument("old")
+    rename.add_argument("new")
+    merge = bank_commands.add_parser("merge", parents=[common],
+                                     help="move every photo of FROM into INTO")
+    merge.add_argument("source", metavar="FROM")
+    merge.add_argument("target", metavar="INTO")
+    remove = bank_commands.add_parser("remove", parents=[common],
+                                      help="delete an identity and its photos")
+    remove.add_argument("name")
+    remove.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    sync = bank_commands.add_parser("sync", parents=[common],
+                                    help="pick up photos added or removed by hand")
+    sync.add_argument("--json", action="store_true")
+
+    embed = commands.add_parser("embed", parents=[common], help="print face embeddings")
+    embed.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    embed.add_argument("--json", action="store_true",
+                       help="JSON Lines (the only output format; accepted for clarity)")
+    embed.add_argument("--fallback-center", action="store_true",
+                       help="embed a centre crop, marked fallback, when no face is found")
+
+    models = commands.add_parser("models", parents=[common],
+                                 help="prepare and check the model files")
+    models.add_argument("--json", action="store_true")
+    models.add_argument("--force", action="store_true", help="re-create every file")
+
+    evaluate = commands.add_parser("eval", parents=[common], help="measure accuracy")
+    eval_commands = evaluate.add_subparsers(dest="eval_command", metavar="BENCHMARK",
+                                            required=True)
+    pairs = eval_commands.add_parser("pairs", parents=[common],
+                                     help="accuracy on a path_a,path_b,same CSV")
+    pairs.add_argument("csv", type=Path, metavar="CSV")
+    pairs.add_argument("--json", action="store_true")
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    if args.upsample is not None and not 0 <= args.upsample <= 4:
+        raise UsageError("--upsample must be between 0 and 4")
+    if not -1.0 <= args.threshold <= 1.0:
+        raise UsageError("--threshold is a cosine similarity between -1 and 1")
+    return Settings(bank_dir=args.bank, models_dir=args.models, detector=args.detector,
+                    upsample=args.upsample, min_face_size=args.min_face, device=args.device,
+                    threads=args.threads, threshold=args.threshold)
+
+
+# -- helpers ----------------------------------------------------------------------------------
+def collect_photos(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
+    """Files as given, folders searched recursively for image names (hidden ones skipped)."""
+    photos: list[Path] = []
+    problems: list[str] = []
+    for path in paths:
+        if path.is_dir():
+            photos.extend(sorted(p for p in path.rglob("*")
+                                 if p.is_file() and is_image_name(p)
+                                 and not any(part.startswith(".") for part in
+                                             p.relative_to(path).parts)))
+        elif path.exists():
+            photos.append(path)
+        else:
+            photos.append(path)  # reported per file as "file not found"
+    return photos, problems
+
+
+@contextmanager
+def progress_bar(total: int, label: str, enabled: bool) -> Iterator[Callable[[], None]]:
+    """A Rich progress bar on stderr for long runs; a no-op when output is piped."""
+    if not enabled or total < 2 or not stderr.is_terminal:
+        yield lambda: None
+        return
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=stderr, transient=True) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda: progress.advance(task)
+
+
+def face_record(result_face: object, match: FaceMatch | None) -> dict[str, object]:
+    face = result_face
+    record: dict[str, object] = {"box": face.box.as_list()}  # type: ignore[attr-defined]
+    if match is not None:
+        record.update({
+            "name": match.name,
+            "score": None if match.score is None else round(match.score, 4),
+            "status": match.status,
+            "margin": None if match.margin is None else round(match.margin, 4),
+            "candidates": [candidate.as_dict() for candidate in match.candidates],
+        })
+    if face.fallback:  # type: ignore[attr-defined]
+        record["fallback"] = True
+    return record
+
+
+def print_json(record: dict[str, object]) -> None:
+    sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def sync_bank(bank, show_progress: bool) -> None:
+    """Sync the bank before using it, telling the user when it embeds new photos."""
+    report = bank.sync()
+    if report.changes and show_progress:
+        stderr.print(f"[dim]bank: {len(report.added)} added, {len(report.changed)} changed, "
+                     f"{len(report.removed)} removed, {len(report.embedded)} embedded[/dim]")
+    for rel_path, error in report.errors.items():
+        stderr.print(f"[yellow]bank photo {escape(rel_path)}: {escape(error)}[/yellow]")
+    for rel_path in report.no_face:
+        stderr.print(f"[yellow]bank photo {escape(rel_path)}: no face found; it is not used "
+                     "for matching[/yellow]")
+
+
+# -- commands ---------------------------------------------------------------------------------
+def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
+    from faceid_tui.engine.annotation import FaceLabel, write_annotated
+
+    photos, _ = collect_photos(args.paths)
+    if not photos:
+        raise UsageError("no photos found in the given paths")
+    pipeline = build_pipeline(settings)
+    bank = open_bank(settings, pipeline)
+    try:
+        sync_bank(bank, show_progress=not args.json)
+        matcher = bank.matcher()
+        failed = 0
+        table = Table("photo", "faces", "names (score)", "status", header_style="bold")
+        with progress_bar(len(photos), "scanning", enabled=not args.json) as advance:
+            for result in pipeline.run(photos, keep_images=args.annotate is not None):
+                import numpy as np
+
+                embedded = [face for face in result.faces if face.embedding is not None]
+                matches = matcher.match_photo(
+                    np.stack([face.embedding for face in embedded])) if embedded else []
+                record = photo_record(result, pipeline.model_id, settings.threshold, matches)
+                if result.error:
+                    failed += 1
+                elif args.annotate is not None and result.image is not None:
+                    labels = [FaceLabel(tuple(face.box.as_list()), match.name, match.score,
+                                        match.status) for face, match in zip(embedded, matches,
+                                                                             strict=True)]
+                    write_annotated(args.annotate, result.path, result.image, labels, record)
+                    result.image = None
+                if args.json:
+                    print_json(record)
+                else:
+                    add_scan_row(table, result, matches)
+                advance()
+        if not args.json:
+            stdout.print(table)
+            stdout.print(f"[dim]{len(photos)} photo(s), {failed} failed · model "
+                         f"{pipeline.model_id} · threshold {settings.threshold:.3f}[/dim]")
+        return EXIT_FILE_FAILED if failed else EXIT_OK
+    finally:
+        bank.close()
+
+
+def photo_record(result: PhotoResult, model_id: str, threshold: float,
+                 matches: list[FaceMatch]) -> dict[str, object]:
+    embedded = [face for face in result.faces if face.embedding is not None]
+    return {
+        "path": str(result.path),
+        "width": result.width,
+        "height": result.height,
+        "model": model_id,
+        "threshold": threshold,
+        "error": result.error,
+        "faces": [face_record(face, match) for face, match in zip(embedded, matches,
+                                                                   strict=True)],
+    }
+
+
+def add_scan_row(table: Table, result: PhotoResult, matches: list[FaceMatch]) -> None:
+    if result.error:
+        table.add_row(escape(str(result.path)), "-", f"[red]{escape(result.error)}[/red]",
+                      "[red]error[/red]")
+        return
+    names = ", ".join(
+        f"{escape(match.name or '?')} ({match.score:.2f})" if match.score is not None else "?"
+        for match in matches
+    )
+    statuses = ", ".join(match.status for match in matches)
+    table.add_row(escape(str(result.path)), str(len(matches)), names or "-", statuses or "-")
+
+
+def cmd_enroll(args: argparse.Namespace, settings: Settings) -> int:
+    pipeline = build_pipeline(settings)
+    bank = open_bank(settings, pipeline)
+    try:
+        sync_bank(bank, show_progress=not args.json)
+        results = bank.enrol_photos(args.name, args.images)
+    finally:
+        bank.close()
+    failed = 0
+    for result in results:
+        failed += result.error is not None
+        if args.json:
+            print_json({"path": str(result.path), "enrolled_as": result.rel_path,
+                        "already_enrolled": result.already_enrolled, "error": result.error})
+        elif result.error:
+            stderr.print(f"[red]{escape(str(result.path))}: {escape(result.error)}[/red]")
+        elif result.already_enrolled:
+            stdout.print(f"{escape(str(result.path))}: already in the bank as "
+                         f"{escape(str(result.rel_path))}")
+        else:
+            stdout.print(f"{escape(str(result.path))} → {escape(str(result.rel_path))}")
+    return EXIT_FILE_FAILED if failed else EXIT_OK
+
+
+def cmd_bank(args: argparse.Namespace, settings: Settings) -> int:
+    pipeline = build_pipeline(settings)
+    bank = open_bank(settings, pipeline)
+    try:
+        as_json = getattr(args, "json", False)
+        action = args.bank_command
+        if action in ("list", "show", "sync"):
+            report = bank.sync()
+            if action == "sync":
+                summary = {"added": report.added, "changed": report.changed,
+                           "removed": report.removed, "embedded": report.embedded,
+                           "no_face": report.no_face, "errors": report.errors}
+                if as_json:
+                    print_json(summary)
+                else:
+                    for key, value in summary.items():
+                        stdout.print(f"{key}: {len(value)}")
+                return EXIT_FILE_FAILED if report.errors else EXIT_OK
+        if action == "list":
+            identities = bank.identities()
+            if as_json:
+                for identity in identities:
+                    print_json({"name": identity.name, "photos": identity.photos,
+                                "samples": identity.samples})
+                return EXIT_OK
+            table = Table("identity", "photos", "samples", header_style="bold")
+            for identity in identities:
+                table.add_row(escape(identity.name), str(identity.photos), str(identity.samples))
+            stdout.print(table)
+            stdout.print(f"[dim]{len(identities)} identities in {escape(str(bank.folder))}[/dim]")
+        elif action == "show":
+            photos = bank.identity_photos(args.name)
+            if as_json:
+                print_json({"name": args.name, "photos": [
+                    {"path": str(bank.folder / p.rel_path), "sha256": p.sha256} for p in photos]})
+            else:
+                for photo in photos:
+                    stdout.print(escape(str(bank.folder / photo.rel_path)))
+        elif action == "rename":
+            bank.rename(args.old, args.new)
+            stdout.print(f"renamed {escape(args.old)} → {escape(args.new)}")
+        elif action == "merge":
+            moved = bank.merge(args.source, args.target)
+            stdout.print(f"merged {escape(args.source)} into {escape(args.target)} "
+                         f"({moved} photo(s) moved)")
+        elif action == "remove":
+            count = len(bank.identity_photos(args.name))
+            if not args.yes and sys.stdin.isatty():
+                answer = input(f"Delete {args.name} and its {count} photo(s)? [y/N] ")
+                if answer.strip().lower() not in ("y", "yes"):
+                    stdout.print("nothing deleted")
+                    return EXIT_OK
+            bank.remove(args.name)
+            stdout.print(f"removed {escape(args.name)} ({count} photo(s) deleted)")
+        return EXIT_OK
+    finally:
+        bank.close()
+
+
+def cmd_embed(args: argparse.Namespace, settings: Settings) -> int:
+    pipeline = build_pipeline(settings)
+    failed = 0
+    for result in pipeline.run(args.images, fallback_center=args.fallback_center):
+        failed += result.error is not None
+        faces = []
+        for face in result.faces:
+            if face.embedding is None:
+                continue
+            entry: dict[str, object] = {"box": face.box.as_list(),
+                                        "embedding": [round(float(v), 7) for v in face.embedding]}
+            if face.fallback:
+                entry["fallback"] = True
+            faces.append(entry)
+        print_json({"path": str(result.path), "model": pipeline.model_id,
+                    "error": result.error, "faces": faces})
+    return EXIT_FILE_FAILED if failed else EXIT_OK
+
+
+def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
+    store = ModelStore(settings.models_dir)
+    actions = store.prepare(force=args.force)
+    report = store.report()
+    active = store.active_weights()
+    bad = [entry for entry in report if entry.status not in ("ok", "not present (optional)")]
+    if args.json:
+        print_json({"folder": str(store.folder), "actions": actions,
+                    "active_embedder": active.key, "model_id": active.model_id,
+                    "files": [entry.as_dict() for entry in report]})
+    else:
+        for action in actions:
+            stderr.print(f"[dim]{escape(action)}[/dim]")
+        table = Table("file", "size", "sha256", "status", "source", header_style="bold")
+        for entry in report:
+            colour = "green" if entry.status == "ok" else ("dim" if entry in report and
+                                                          entry.status.startswith("not") else "red")
+            size = f"{entry.size / 1e6:.1f} MB" if entry.size is not None else "-"
+            table.add_row(escape(entry.name), size, (entry.sha256 or "-")[:16],
+                          f"[{colour}]{escape(entry.status)}[/{colour}]", escape(entry.source))
+        stdout.print(table)
+        stdout.print(f"active embedder: FaceNet {active.key} ({active.model_id})")
+        for entry in bad:
+            stderr.print(f"[red]{escape(entry.path)}: {escape(entry.status)} — "
+                         f"{escape(entry.detail)}[/red]")
+    return EXIT_FILE_FAILED if bad else EXIT_OK
+
+
+def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    from faceid_tui.engine.evaluation import evaluate_pairs
+
+    if not args.csv.is_file():
+        raise UsageError(f"{args.csv} does not exist; give a CSV with path_a,path_b,same")
+    pipeline = build_pipeline(settings)
+    evaluation = evaluate_pairs(pipeline, args.csv, settings.threshold)
+    if args.json:
+        print_json({"model": pipeline.model_id, **evaluation.as_dict()})
+    else:
+        stdout.print(f"{evaluation.pairs} pairs ({evaluation.same} same, "
+                     f"{evaluation.different} different), model {pipeline.model_id}")
+        stdout.print(f"accuracy at threshold {evaluation.threshold:.3f}: "
+                     f"{evaluation.accuracy:.4f}")
+        stdout.print(f"best accuracy {evaluation.best_accuracy:.4f} for thresholds "
+                     f"{evaluation.best_threshold_low:.3f} … {evaluation.best_threshold_high:.3f}")
+        stdout.print(f"photos with no detected face (centre crop used): {evaluation.no_face}")
+        for path, error in evaluation.errors.items():
+            stderr.print(f"[red]{escape(path)}: {escape(error)}[/red]")
+    return EXIT_FILE_FAILED if evaluation.errors else EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
+    "scan": cmd_scan, "enroll": cmd_enroll, "enrol": cmd_enroll, "bank": cmd_bank,
+    "embed": cmd_embed, "models": cmd_models, "eval": cmd_eval,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        stderr.print("\n[bold]The triage app (TUI) is not built yet[/bold]: use the "
+                     "subcommands above, e.g. `faceid scan inbox/`.")
+        return EXIT_OK
+    try:
+        settings = settings_from(args)
+        return COMMANDS[args.command](args, settings)
+    except (UsageError, InvalidNameError, BankError) as exc:
+        stderr.print(f"[red]faceid: {escape(str(exc))}[/red]")
+        return EXIT_USAGE
+    except FaceIdError as exc:
+        stderr.print(f"[red]faceid: {escape(str(exc))}[/red]")
+        return EXIT_FILE_FAILED
+    except ValueError as exc:  # e.g. --device cuda without a GPU
+        stderr.print(f"[red]faceid: {escape(str(exc))}[/red]")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        stderr.print("[yellow]interrupted[/yellow]")
+        return 130

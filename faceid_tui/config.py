@@ -1,0 +1,46 @@
+"""Settings shared by every front end (CLI now, TUI next) and the factories that turn them into
+a pipeline and a bank, so both front ends build the engine the same way."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from faceid_tui.bank.identity_bank import IdentityBank
+from faceid_tui.bank.matching import AMBIGUOUS_MARGIN, DEFAULT_THRESHOLD
+from faceid_tui.engine.detection import DetectorOptions
+from faceid_tui.engine.embedding import EmbedderOptions
+from faceid_tui.engine.models import ModelStore
+from faceid_tui.engine.pipeline import Pipeline, PipelineOptions
+
+
+@dataclass(frozen=True)
+class Settings:
+    bank_dir: Path = field(default_factory=lambda: Path("id_bank"))
+    models_dir: Path = field(default_factory=lambda: Path("face_models"))
+    detector: str = "hog"
+    upsample: int | None = None
+    min_face_size: int = 20
+    device: str = "auto"
+    threads: int | None = None
+    batch_size: int = 32
+    threshold: float = DEFAULT_THRESHOLD
+    ambiguous_margin: float = AMBIGUOUS_MARGIN
+
+    def pipeline_options(self) -> PipelineOptions:
+        return PipelineOptions(
+            detector=self.detector,
+            detector_options=DetectorOptions(upsample=self.upsample,
+                                             min_face_size=self.min_face_size),
+            embedder_options=EmbedderOptions(device=self.device, batch_size=self.batch_size,
+                                             threads=self.threads),
+        )
+
+
+def build_pipeline(settings: Settings) -> Pipeline:
+    return Pipeline(ModelStore(settings.models_dir), settings.pipeline_options())
+
+
+def open_bank(settings: Settings, pipeline: Pipeline) -> IdentityBank:
+    return IdentityBank(settings.bank_dir, pipeline, threshold=settings.threshold,
+                        ambiguous_margin=settings.ambiguous_margin)

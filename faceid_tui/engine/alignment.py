@@ -1,0 +1,67 @@
+"""Alignment: 5-point landmarks and the 160×160 face chips FaceNet reads.
+
+A chip is cut with ``dlib.get_face_chip`` from the 5 landmarks (eyes' corners, nose), which
+rotates and scales the face to a canonical position. ``CHIP_PADDING`` is the seed recipe's
+value; it is part of the embedder's model id because thresholds depend on the crop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from faceid_tui.engine.detection import DetectedBox
+from faceid_tui.engine.models import SHAPE_PREDICTOR_5, ModelStore
+
+CHIP_SIZE = 160
+CHIP_PADDING = 0.4
+ALIGNMENT_ID = f"dlib5-chip{CHIP_SIZE}-pad{CHIP_PADDING:g}"
+
+
+@dataclass(frozen=True)
+class AlignedFace:
+    """A face chip ready for the embedder, with the landmarks it was cut from."""
+
+    chip: np.ndarray  # CHIP_SIZE × CHIP_SIZE × 3, RGB uint8
+    landmarks: np.ndarray  # 5 × 2 float, image pixels
+
+
+class Aligner:
+    """Finds 5 landmarks in a face box and cuts the aligned chip."""
+
+    def __init__(self, models: ModelStore) -> None:
+        import dlib
+
+        self._dlib = dlib
+        self._predictor = dlib.shape_predictor(str(models.verified_path(SHAPE_PREDICTOR_5)))
+
+    def align(self, image: np.ndarray, box: DetectedBox) -> AlignedFace:
+        rect = self._dlib.rectangle(box.x, box.y, box.x + box.w - 1, box.y + box.h - 1)
+        shape = self._predictor(image, rect)
+        chip = self._dlib.get_face_chip(image, shape, size=CHIP_SIZE, padding=CHIP_PADDING)
+        landmarks = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
+        return AlignedFace(np.ascontiguousarray(chip, dtype=np.uint8), landmarks)
+
+
+def center_crop_chip(image: np.ndarray) -> tuple[np.ndarray, DetectedBox]:
+    """A chip from the central square of the image, for photos where no face was detected
+    but the caller knows one is there (e.g. pre-cropped, pre-aligned face photos)."""
+    import cv2
+
+    height, width = image.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    square = image[top : top + side, left : left + side]
+    chip = cv2.resize(square, (CHIP_SIZE, CHIP_SIZE), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(chip), DetectedBox(left, top, side, side, 0.0)
+
+
+def standardise(chips: np.ndarray) -> np.ndarray:
+    """RGB uint8 chips (N×H×W×3) to FaceNet's input: float32 ``(x - 127.5) / 128``, NCHW.
+
+    This fixed standardisation is what the 2018 FaceNet weights were trained with; BGR input
+    or per-image prewhitening measurably hurt.
+    """
+    scaled = (chips.astype(np.float32) - 127.5) / 128.0
+    return np.ascontiguousarray(scaled.transpose(0, 3, 1, 2))

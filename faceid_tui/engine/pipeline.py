@@ -1,0 +1,197 @@
+"""The pipeline: photo paths in, faces with boxes, landmarks and embeddings out.
+
+Decode → detect → align happen per photo; the chips of all photos in a chunk are then embedded
+in one batched call. Models load once, on first use, so commands that need no model (listing
+the bank) stay instant. A photo that cannot be read becomes a :class:`PhotoResult` with a
+one-line ``error``; the run goes on.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from faceid_tui.engine.alignment import Aligner, center_crop_chip
+from faceid_tui.engine.decode import load_rgb
+from faceid_tui.engine.detection import DetectedBox, Detector, DetectorOptions, create_detector
+from faceid_tui.engine.embedding import (
+    Embedder,
+    EmbedderOptions,
+    create_embedder,
+    embedder_entry,
+)
+from faceid_tui.engine.models import ModelStore
+from faceid_tui.errors import ImageDecodeError
+
+#: Photos whose chips are embedded together; bounds memory on long runs.
+DEFAULT_CHUNK = 64
+
+
+@dataclass
+class FaceResult:
+    box: DetectedBox
+    embedding: np.ndarray | None = None
+    landmarks: np.ndarray | None = None
+    #: True for the centre-crop stand-in used when no face was detected and one was asked for.
+    fallback: bool = False
+    chip: np.ndarray | None = field(default=None, repr=False)
+
+
+@dataclass
+class PhotoResult:
+    path: Path
+    width: int | None = None
+    height: int | None = None
+    faces: list[FaceResult] = field(default_factory=list)
+    error: str | None = None
+    #: The decoded RGB image, kept only when the caller asks (annotation needs it).
+    image: np.ndarray | None = field(default=None, repr=False)
+
+    def largest_face(self) -> FaceResult | None:
+        real = [face for face in self.faces if not face.fallback] or self.faces
+        return max(real, key=lambda face: face.box.area, default=None)
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    detector: str = "hog"
+    detector_options: DetectorOptions = field(default_factory=DetectorOptions)
+    embedder: str = "facenet"
+    embedder_options: EmbedderOptions = field(default_factory=EmbedderOptions)
+
+
+ProgressCallback = Callable[[PhotoResult], None]
+
+
+class Pipeline:
+    """Detector, aligner and embedder, loaded lazily and shared by every caller."""
+
+    def __init__(self, models: ModelStore, options: PipelineOptions | None = None) -> None:
+        self.models = models
+        self.options = options or PipelineOptions()
+        self._detector: Detector | None = None
+        self._aligner: Aligner | None = None
+        self._embedder: Embedder | None = None
+        self._load_lock = threading.Lock()
+
+    # -- lazily loaded parts --------------------------------------------------------------
+    @property
+    def detector(self) -> Detector:
+        with self._load_lock:
+            if self._detector is None:
+                self._detector = create_detector(
+                    self.options.detector, self.options.detector_options, self.models
+                )
+            return self._detector
+
+    @property
+    def aligner(self) -> Aligner:
+        with self._load_lock:
+            if self._aligner is None:
+                self._aligner = Aligner(self.models)
+            return self._aligner
+
+    @property
+    def embedder(self) -> Embedder:
+        with self._load_lock:
+            if self._embedder is None:
+                self._embedder = create_embedder(
+                    self.options.embedder, self.options.embedder_options, self.models
+                )
+            return self._embedder
+
+    @property
+    def model_id(self) -> str:
+        """The id stamped on every embedding this pipeline makes (weights + alignment)."""
+        if self._embedder is not None:
+            return self._embedder.model_id
+        return embedder_entry(self.options.embedder).model_id(self.models)
+
+    def load(self) -> None:
+        """Load every model now (for callers that want the wait up front)."""
+        _ = self.detector, self.aligner, self.embedder
+
+    # -- work -----------------------------------------------------------------------------
+    def find_faces(self, image: np.ndarray, *, fallback_center: bool = False) -> list[FaceResult]:
+        """Detect and align every face of one image (no embeddings yet), left to right."""
+        boxes = sorted(self.detector.detect(image), key=lambda box: (box.x, box.y))
+        faces = []
+        for box in boxes:
+            aligned = self.aligner.align(image, box)
+            faces.append(FaceResult(box=box, landmarks=aligned.landmarks, chip=aligned.chip))
+        if not faces and fallback_center:
+            chip, box = center_crop_chip(image)
+            faces.append(FaceResult(box=box, chip=chip, fallback=True))
+        return faces
+
+    def embed_faces(self, faces: list[FaceResult]) -> None:
+        """Fill ``embedding`` of every face that has a chip, in one batched call."""
+        pending = [face for face in faces if face.chip is not None and face.embedding is None]
+        if not pending:
+            return
+        vectors = self.embedder.embed(np.stack([face.chip for face in pending]))
+        for face, vector in zip(pending, vectors, strict=True):
+            face.embedding = vector
+
+    def analyze_image(self, image: np.ndarray, path: Path | str = "<array>", *,
+                      fallback_center: bool = False) -> PhotoResult:
+        """Run the whole pipeline on one decoded image."""
+        result = PhotoResult(Path(path), image.shape[1], image.shape[0])
+        result.faces = self.find_faces(image, fallback_center=fallback_center)
+        self.embed_faces(result.faces)
+        return result
+
+    def run(
+        self,
+        paths: Iterable[Path],
+        *,
+        fallback_center: bool = False,
+        keep_images: bool = False,
+        keep_chips: bool = False,
+        chunk_size: int = DEFAULT_CHUNK,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Iterator[PhotoResult]:
+        """Yield one :class:`PhotoResult` per path, in order.
+
+        Chips of up to ``chunk_size`` photos are embedded together. ``should_stop`` is polled
+        between photos so a UI worker can cancel a long run.
+        """
+        chunk: list[PhotoResult] = []
+        for path in paths:
+            if should_stop and should_stop():
+                break
+            chunk.append(self._detect_photo(Path(path), fallback_center, keep_images))
+            if len(chunk) >= chunk_size:
+                yield from self._finish_chunk(chunk, keep_chips)
+                chunk = []
+        if chunk:
+            yield from self._finish_chunk(chunk, keep_chips)
+
+    def _detect_photo(self, path: Path, fallback_center: bool, keep_image: bool) -> PhotoResult:
+        result = PhotoResult(path)
+        try:
+            image = load_rgb(path)
+        except ImageDecodeError as exc:
+            result.error = str(exc)
+            return result
+        result.height, result.width = image.shape[:2]
+        try:
+            result.faces = self.find_faces(image, fallback_center=fallback_center)
+        except (RuntimeError, ValueError, MemoryError) as exc:
+            # dlib raises RuntimeError on images it cannot process; keep the queue moving.
+            result.error = f"face detection failed: {str(exc).splitlines()[0] if str(exc) else exc}"
+        if keep_image:
+            result.image = image
+        return result
+
+    def _finish_chunk(self, chunk: list[PhotoResult], keep_chips: bool) -> list[PhotoResult]:
+        self.embed_faces([face for result in chunk for face in result.faces])
+        if not keep_chips:
+            for result in chunk:
+                for face in result.faces:
+                    face.chip = None
+        return chunk

@@ -1,0 +1,94 @@
+"""Shared fixtures: the real photos in ../shared/faces, the prepared models, and one loaded
+pipeline for the whole session (loading FaceNet takes seconds)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from faceid_tui.bank.identity_bank import IdentityBank
+from faceid_tui.engine.detection import DetectorOptions
+from faceid_tui.engine.embedding import EmbedderOptions
+from faceid_tui.engine.models import ModelStore
+from faceid_tui.engine.pipeline import Pipeline, PipelineOptions
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FACEID_SHARED", REPO.parent / "shared"))
+FACES = SHARED / "faces"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not (FACES / "MANIFEST.md").is_file():
+        raise pytest.UsageError(
+            f"the test photos are missing: expected {FACES}/MANIFEST.md "
+            "(set FACEID_SHARED to the folder that holds faces/)"
+        )
+
+
+@pytest.fixture(scope="session")
+def faces_dir() -> Path:
+    return FACES
+
+
+@pytest.fixture(scope="session")
+def identity_photos() -> dict[str, list[Path]]:
+    """identity -> its photos, from identities.csv."""
+    photos: dict[str, list[Path]] = {}
+    with open(FACES / "identities.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            photos.setdefault(row["identity"], []).append(FACES / row["path"])
+    return {name: sorted(paths) for name, paths in photos.items()}
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """The repository's face_models/, prepared (make test prepares it before pytest)."""
+    folder = REPO / "face_models"
+    ModelStore(folder).prepare()
+    return folder
+
+
+@pytest.fixture(scope="session")
+def pipeline(models_dir: Path) -> Pipeline:
+    options = PipelineOptions(detector_options=DetectorOptions(),
+                              embedder_options=EmbedderOptions(device="cpu"))
+    loaded = Pipeline(ModelStore(models_dir), options)
+    loaded.load()
+    return loaded
+
+
+@pytest.fixture
+def bank_factory(tmp_path: Path, pipeline: Pipeline):
+    """Opens IdentityBank objects on one temporary folder (reopen = a restart)."""
+    folder = tmp_path / "id_bank"
+    opened: list[IdentityBank] = []
+
+    def open_bank() -> IdentityBank:
+        bank = IdentityBank(folder, pipeline)
+        opened.append(bank)
+        return bank
+
+    yield open_bank
+    for bank in opened:
+        bank.close()
+
+
+def copy_identity(bank_folder: Path, name: str, photos: list[Path]) -> None:
+    """Lay photos into id_bank/<name>/ by hand, as a user would."""
+    target = bank_folder / name
+    target.mkdir(parents=True, exist_ok=True)
+    for photo in photos:
+        shutil.copy2(photo, target / photo.name)
+
+
+def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    left, top = max(ax, bx), max(ay, by)
+    right, bottom = min(ax + aw, bx + bw), min(ay + ah, by + bh)
+    inter = max(0, right - left) * max(0, bottom - top)
+    return inter / float(aw * ah + bw * bh - inter)

@@ -1,0 +1,158 @@
+"""The real ``faceid`` command, run in a subprocess as scripts and people run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from .conftest import REPO
+
+FACEID = Path(sys.executable).with_name("faceid")
+
+
+def faceid(*args: str | Path, cwd: Path, models: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([str(FACEID), "--models", str(models), *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=300, env=env)
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def obama_bank(tmp_path: Path, identity_photos) -> Path:
+    bank = tmp_path / "id_bank" / "barack_obama"
+    bank.mkdir(parents=True)
+    for photo in identity_photos["barack_obama"][:3]:
+        shutil.copy2(photo, bank / photo.name)
+    return tmp_path / "id_bank"
+
+
+def make_bad_inputs(folder: Path, photo: Path) -> dict[str, str]:
+    """Damaged and unusual files made from a real photo -> expected outcome."""
+    folder.mkdir()
+    data = photo.read_bytes()
+    image = Image.open(photo).convert("RGB")
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "notes.jpg").write_text("not a photo at all\n")
+    (folder / "truncated.jpg").write_bytes(data[: len(data) // 4])
+    rgba = image.convert("RGBA")
+    rgba.putalpha(200)
+    rgba.save(folder / "alpha.png")
+    image.convert("L").save(folder / "gray.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 8  # stored rotated; a viewer turns it upright
+    image.transpose(Image.Transpose.ROTATE_270).save(folder / "rotated.jpg", exif=exif)
+    return {"empty.jpg": "error", "notes.jpg": "error", "truncated.jpg": "error",
+            "alpha.png": "barack_obama", "gray.jpg": "barack_obama",
+            "rotated.jpg": "barack_obama"}
+
+
+def test_scan_reports_bad_files_and_goes_on(tmp_path: Path, obama_bank: Path, identity_photos,
+                                            models_dir: Path) -> None:
+    expected = make_bad_inputs(tmp_path / "inbox", identity_photos["barack_obama"][3])
+    run = faceid("--bank", obama_bank, "scan", "--json", tmp_path / "inbox", cwd=tmp_path,
+                 models=models_dir)
+    assert run.returncode == 1, run.stderr  # some files failed, the rest were processed
+    records = {Path(r["path"]).name: r for r in json_lines(run.stdout)}
+    assert set(records) == set(expected)
+    for name, outcome in expected.items():
+        record = records[name]
+        assert set(record) >= {"path", "width", "height", "model", "error", "faces"}
+        if outcome == "error":
+            assert record["error"] and "\n" not in record["error"]
+            assert record["faces"] == []
+        else:
+            assert record["error"] is None
+            (face,) = record["faces"]
+            assert face["name"] == outcome and face["status"] == "known"
+            assert len(face["box"]) == 4 and face["candidates"][0]["name"] == outcome
+    assert "empty" in records["empty.jpg"]["error"]
+    assert "truncated" in records["truncated.jpg"]["error"]
+
+
+def test_scan_table_and_annotated_copies(tmp_path: Path, obama_bank: Path, faces_dir: Path,
+                                         identity_photos, models_dir: Path) -> None:
+    out = tmp_path / "out"
+    run = faceid("--bank", obama_bank, "scan", identity_photos["barack_obama"][3],
+                 faces_dir / "non_faces/dogs.jpg", "--annotate", out, cwd=tmp_path,
+                 models=models_dir)
+    assert run.returncode == 0, run.stderr
+    assert "barack_obama" in run.stdout and "threshold" in run.stdout
+    written = sorted(p.name for p in out.iterdir())
+    stem = identity_photos["barack_obama"][3].stem
+    assert written == sorted([f"{stem}.faceid.jpg", f"{stem}.faceid.json",
+                              "dogs.faceid.jpg", "dogs.faceid.json"])  # no temp files left
+    sidecar = json.loads((out / f"{stem}.faceid.json").read_text())
+    assert sidecar["faces"][0]["name"] == "barack_obama"
+    annotated = Image.open(out / f"{stem}.faceid.jpg")
+    assert annotated.size == (sidecar["width"], sidecar["height"])
+
+
+def test_enroll_rename_and_list(tmp_path: Path, identity_photos, models_dir: Path) -> None:
+    bank = tmp_path / "bank"
+    enrol = faceid("--bank", bank, "enroll", "Rose", *identity_photos["rose_leslie"],
+                   cwd=tmp_path, models=models_dir)
+    assert enrol.returncode == 0, enrol.stderr
+    assert len(list((bank / "Rose").iterdir())) == 2
+    rename = faceid("bank", "rename", "Rose", "Rose Leslie", "--bank", bank, cwd=tmp_path,
+                    models=models_dir)
+    assert rename.returncode == 0, rename.stderr
+    listing = faceid("--bank", bank, "bank", "list", "--json", cwd=tmp_path, models=models_dir)
+    assert json_lines(listing.stdout) == [{"name": "Rose Leslie", "photos": 2, "samples": 2}]
+
+
+def test_bad_names_and_usage_errors_exit_2(tmp_path: Path, identity_photos,
+                                           models_dir: Path) -> None:
+    bank = tmp_path / "bank"
+    run = faceid("--bank", bank, "enroll", "../escape", identity_photos["Juanes"][0],
+                 cwd=tmp_path, models=models_dir)
+    assert run.returncode == 2
+    assert "escape" in run.stderr and "path separator" in run.stderr
+    assert not (tmp_path / "escape").exists()
+    assert faceid("scan", cwd=tmp_path, models=models_dir).returncode == 2
+    assert faceid("--bank", bank, "bank", "show", "Nobody", cwd=tmp_path,
+                  models=models_dir).returncode == 2
+
+
+def test_embed_prints_unit_vectors_and_a_marked_fallback(tmp_path: Path, faces_dir: Path,
+                                                         identity_photos,
+                                                         models_dir: Path) -> None:
+    run = faceid("embed", "--json", "--fallback-center", identity_photos["Juanes"][0],
+                 faces_dir / "non_faces/eagle.jpg", cwd=tmp_path, models=models_dir)
+    assert run.returncode == 0, run.stderr
+    face_photo, eagle = json_lines(run.stdout)
+    assert face_photo["model"].startswith("facenet-casia-webface")
+    (face,) = face_photo["faces"]
+    assert len(face["embedding"]) == 512 and "fallback" not in face
+    assert abs(np.linalg.norm(face["embedding"]) - 1) < 1e-4
+    (stand_in,) = eagle["faces"]
+    assert stand_in["fallback"] is True and len(stand_in["embedding"]) == 512
+
+
+def test_models_json_reports_every_file(tmp_path: Path, models_dir: Path) -> None:
+    run = faceid("models", "--json", cwd=tmp_path, models=models_dir)
+    assert run.returncode == 0, run.stderr
+    (report,) = json_lines(run.stdout)
+    assert report["active_embedder"] == "casia-webface"
+    statuses = {f["name"]: f["status"] for f in report["files"]}
+    assert statuses["20180408-102900-casia-webface.pt"] == "ok"
+    assert statuses["shape_predictor_5_face_landmarks.dat"] == "ok"
+    assert all(len(f["sha256"]) == 64 for f in report["files"] if f["status"] == "ok")
+
+
+def test_no_subcommand_prints_help_and_python_m_works(tmp_path: Path) -> None:
+    run = subprocess.run([sys.executable, "-m", "faceid_tui"], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0
+    assert "scan" in run.stdout and "enroll" in run.stdout
+    assert "not built yet" in run.stderr
