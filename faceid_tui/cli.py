@@ -14,16 +14,18 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from faceid_tui.bank.identity_bank import IdentityBank, SyncReport
 from faceid_tui.bank.matching import DEFAULT_THRESHOLD, FaceMatch
 from faceid_tui.config import Settings, build_pipeline, open_bank
 from faceid_tui.engine.decode import is_image_name
 from faceid_tui.engine.models import ModelStore
-from faceid_tui.engine.pipeline import PhotoResult
+from faceid_tui.engine.pipeline import FaceResult, PhotoResult
 from faceid_tui.errors import BankError, FaceIdError, InvalidNameError
 
 EXIT_OK, EXIT_FILE_FAILED, EXIT_USAGE = 0, 1, 2
@@ -142,21 +144,20 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 # -- helpers ----------------------------------------------------------------------------------
-def collect_photos(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
-    """Files as given, folders searched recursively for image names (hidden ones skipped)."""
+def collect_photos(paths: Iterable[Path]) -> list[Path]:
+    """Files as given (a missing one is reported per file), folders searched recursively for
+    image names, skipping hidden files and folders."""
     photos: list[Path] = []
-    problems: list[str] = []
     for path in paths:
         if path.is_dir():
-            photos.extend(sorted(p for p in path.rglob("*")
-                                 if p.is_file() and is_image_name(p)
-                                 and not any(part.startswith(".") for part in
-                                             p.relative_to(path).parts)))
-        elif path.exists():
-            photos.append(path)
+            photos.extend(sorted(
+                p for p in path.rglob("*")
+                if p.is_file() and is_image_name(p)
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            ))
         else:
-            photos.append(path)  # reported per file as "file not found"
-    return photos, problems
+            photos.append(path)
+    return photos
 
 
 @contextmanager
@@ -171,9 +172,8 @@ def progress_bar(total: int, label: str, enabled: bool) -> Iterator[Callable[[],
         yield lambda: progress.advance(task)
 
 
-def face_record(result_face: object, match: FaceMatch | None) -> dict[str, object]:
-    face = result_face
-    record: dict[str, object] = {"box": face.box.as_list()}  # type: ignore[attr-defined]
+def face_record(face: FaceResult, match: FaceMatch | None) -> dict[str, object]:
+    record: dict[str, object] = {"box": face.box.as_list()}
     if match is not None:
         record.update({
             "name": match.name,
@@ -182,7 +182,7 @@ def face_record(result_face: object, match: FaceMatch | None) -> dict[str, objec
             "margin": None if match.margin is None else round(match.margin, 4),
             "candidates": [candidate.as_dict() for candidate in match.candidates],
         })
-    if face.fallback:  # type: ignore[attr-defined]
+    if face.fallback:
         record["fallback"] = True
     return record
 
@@ -192,9 +192,14 @@ def print_json(record: dict[str, object]) -> None:
     sys.stdout.flush()
 
 
-def sync_bank(bank, show_progress: bool) -> None:
-    """Sync the bank before using it, telling the user when it embeds new photos."""
-    report = bank.sync()
+def sync_bank(bank: IdentityBank, show_progress: bool) -> SyncReport:
+    """Sync the bank before using it, with a progress bar while it embeds new photos."""
+    with Progress(TextColumn("embedding new bank photos"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=stderr, transient=True,
+                  disable=not (show_progress and stderr.is_terminal)) as progress:
+        task = progress.add_task("bank", total=None)
+        report = bank.sync(progress=lambda done, total: progress.update(task, completed=done,
+                                                                        total=total))
     if report.changes and show_progress:
         stderr.print(f"[dim]bank: {len(report.added)} added, {len(report.changed)} changed, "
                      f"{len(report.removed)} removed, {len(report.embedded)} embedded[/dim]")
@@ -203,13 +208,14 @@ def sync_bank(bank, show_progress: bool) -> None:
     for rel_path in report.no_face:
         stderr.print(f"[yellow]bank photo {escape(rel_path)}: no face found; it is not used "
                      "for matching[/yellow]")
+    return report
 
 
 # -- commands ---------------------------------------------------------------------------------
 def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
     from faceid_tui.engine.annotation import FaceLabel, write_annotated
 
-    photos, _ = collect_photos(args.paths)
+    photos = collect_photos(args.paths)
     if not photos:
         raise UsageError("no photos found in the given paths")
     pipeline = build_pipeline(settings)
@@ -221,8 +227,6 @@ def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
         table = Table("photo", "faces", "names (score)", "status", header_style="bold")
         with progress_bar(len(photos), "scanning", enabled=not args.json) as advance:
             for result in pipeline.run(photos, keep_images=args.annotate is not None):
-                import numpy as np
-
                 embedded = [face for face in result.faces if face.embedding is not None]
                 matches = matcher.match_photo(
                     np.stack([face.embedding for face in embedded])) if embedded else []
@@ -308,7 +312,7 @@ def cmd_bank(args: argparse.Namespace, settings: Settings) -> int:
         as_json = getattr(args, "json", False)
         action = args.bank_command
         if action in ("list", "show", "sync"):
-            report = bank.sync()
+            report = sync_bank(bank, show_progress=not as_json)
             if action == "sync":
                 summary = {"added": report.added, "changed": report.changed,
                            "removed": report.removed, "embedded": report.embedded,
@@ -394,8 +398,8 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
             stderr.print(f"[dim]{escape(action)}[/dim]")
         table = Table("file", "size", "sha256", "status", "source", header_style="bold")
         for entry in report:
-            colour = "green" if entry.status == "ok" else ("dim" if entry in report and
-                                                          entry.status.startswith("not") else "red")
+            optional_absent = entry.status.startswith("not present")
+            colour = "green" if entry.status == "ok" else ("dim" if optional_absent else "red")
             size = f"{entry.size / 1e6:.1f} MB" if entry.size is not None else "-"
             table.add_row(escape(entry.name), size, (entry.sha256 or "-")[:16],
                           f"[{colour}]{escape(entry.status)}[/{colour}]", escape(entry.source))

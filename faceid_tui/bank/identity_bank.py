@@ -111,8 +111,10 @@ class IdentityBank:
         return sorted(names)
 
     # -- sync -----------------------------------------------------------------------------
-    def sync(self, progress: Callable[[str], None] | None = None) -> SyncReport:
-        """Bring the store in step with the folders; embed only content not seen before."""
+    def sync(self, progress: Callable[[int, int], None] | None = None) -> SyncReport:
+        """Bring the store in step with the folders; embed only content not seen before.
+
+        ``progress(done, total)`` is called as new photos are embedded."""
         report = SyncReport()
         on_disk = self._disk_photos()
         known = {record.rel_path: record for record in self.store.photos()}
@@ -148,23 +150,20 @@ class IdentityBank:
         return report
 
     def _embed_missing(self, on_disk: dict[str, tuple[str, Path]], report: SyncReport,
-                       progress: Callable[[str], None] | None) -> None:
-        records = self.store.photos()
-        if not records:
-            return
+                       progress: Callable[[int, int], None] | None) -> None:
         model_id = self.pipeline.model_id
-        todo: dict[str, Path] = {}
-        for record in records:
-            if record.sha256 in todo or record.rel_path not in on_disk:
+        todo: dict[Path, tuple[str, str]] = {}  # path -> (content hash, rel_path)
+        seen: set[str] = set()
+        for record in self.store.photos():
+            if record.sha256 in seen or record.rel_path not in on_disk:
                 continue
+            seen.add(record.sha256)
             if self.store.cached_embedding(record.sha256, model_id) is None:
-                todo[record.sha256] = on_disk[record.rel_path][1]
-        by_path = {path: (digest, rel) for digest, path in todo.items()
-                   for rel in [str(path.relative_to(self.folder))]}
-        for result in self.pipeline.run(list(todo.values())):
-            digest, rel_path = by_path[result.path]
+                todo[on_disk[record.rel_path][1]] = (record.sha256, record.rel_path)
+        for done, result in enumerate(self.pipeline.run(list(todo)), start=1):
+            digest, rel_path = todo[result.path]
             if progress:
-                progress(rel_path)
+                progress(done, len(todo))
             if result.error:
                 report.errors[rel_path] = result.error
                 continue
