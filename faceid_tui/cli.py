@@ -22,7 +22,7 @@ from rich.table import Table
 
 from faceid_tui.bank.identity_bank import IdentityBank, SyncReport
 from faceid_tui.bank.matching import DEFAULT_THRESHOLD, FaceMatch
-from faceid_tui.config import Settings, build_pipeline, open_bank
+from faceid_tui.config import Settings, build_pipeline, open_bank, open_session
 from faceid_tui.engine.decode import is_image_name
 from faceid_tui.engine.models import ModelStore
 from faceid_tui.engine.pipeline import FaceResult, PhotoResult
@@ -67,6 +67,22 @@ def _engine_options(*, suppress: bool) -> argparse.ArgumentParser:
     return parser
 
 
+def _add_app_options(group: argparse._ActionsContainer, *, suppress: bool) -> None:
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress else value
+
+    group.add_argument("--inbox", type=Path, default=default(Path("inbox")), metavar="DIR",
+                       help="folder watched for photos (default: ./inbox)")
+    group.add_argument("--out", type=Path, default=default(Path("out")), metavar="DIR",
+                       help="annotated copies and sidecars (default: ./out)")
+    group.add_argument("--move-done", type=Path, default=default(None), metavar="DIR",
+                       help="move fully reviewed photos here (default: leave them in place)")
+    group.add_argument("--images", choices=["auto", "halfcell", "unicode", "none"],
+                       default=default("auto"),
+                       help="how previews are drawn (auto: kitty/sixel when the terminal "
+                            "supports them, else half blocks)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _engine_options(suppress=True)
     parser = argparse.ArgumentParser(
@@ -74,7 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Face identification from the terminal: detect faces, embed them with "
                     "FaceNet and match them against an identity bank of id_bank/<Name>/ photos.",
     )
+    app_options = parser.add_argument_group("triage app options (faceid with no command)")
+    _add_app_options(app_options, suppress=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", parents=[common],
+                                help="serve the triage app in a web browser (textual-serve)")
+    _add_app_options(serve, suppress=True)
+    serve.add_argument("--host", default="localhost", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8000)
 
     scan = commands.add_parser("scan", parents=[common], help="identify the faces in photos")
     scan.add_argument("paths", nargs="+", type=Path, metavar="PATH",
@@ -433,22 +457,51 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_FILE_FAILED if evaluation.errors else EXIT_OK
 
 
+def run_app(args: argparse.Namespace, settings: Settings) -> int:
+    """Open the triage app on the inbox (needs a terminal)."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UsageError("the triage app needs a terminal; for scripts use `faceid scan`")
+    from faceid_tui.tui.app import FaceIdApp  # Textual only loads for the app
+
+    session = open_session(settings, args.inbox, args.out, args.move_done)
+    try:
+        FaceIdApp(session, images=args.images).run()
+    finally:
+        session.close()
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve the same app in a browser: textual-serve runs `faceid` per browser session."""
+    import shlex
+
+    from textual_serve.server import Server
+
+    command = [sys.executable, "-m", "faceid_tui", "--bank", str(settings.bank_dir),
+               "--models", str(settings.models_dir), "--detector", settings.detector,
+               "--device", settings.device, "--threshold", str(settings.threshold),
+               "--inbox", str(args.inbox), "--out", str(args.out), "--images", "halfcell"]
+    if args.move_done is not None:
+        command += ["--move-done", str(args.move_done)]
+    if settings.upsample is not None:
+        command += ["--upsample", str(settings.upsample)]
+    Server(shlex.join(command), host=args.host, port=args.port, title="faceid").serve()
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "scan": cmd_scan, "enroll": cmd_enroll, "enrol": cmd_enroll, "bank": cmd_bank,
-    "embed": cmd_embed, "models": cmd_models, "eval": cmd_eval,
+    "embed": cmd_embed, "models": cmd_models, "eval": cmd_eval, "serve": cmd_serve,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        stderr.print("\n[bold]The triage app (TUI) is not built yet[/bold]: use the "
-                     "subcommands above, e.g. `faceid scan inbox/`.")
-        return EXIT_OK
     try:
         settings = settings_from(args)
+        if args.command is None:
+            return run_app(args, settings)
         return COMMANDS[args.command](args, settings)
     except (UsageError, InvalidNameError, BankError) as exc:
         stderr.print(f"[red]faceid: {escape(str(exc))}[/red]")

@@ -1,4 +1,4 @@
-"""Settings shared by every front end (CLI now, TUI next) and the factories that turn them into
+"""Settings shared by every front end (the CLI and the TUI) and the factories that turn them into
 a pipeline and a bank, so both front ends build the engine the same way."""
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from faceid_tui.engine.detection import DetectorOptions
 from faceid_tui.engine.embedding import EmbedderOptions
 from faceid_tui.engine.models import ModelStore
 from faceid_tui.engine.pipeline import Pipeline, PipelineOptions
+from faceid_tui.triage.ledger import LEDGER_NAME, Ledger
+from faceid_tui.triage.session import TriagePaths, TriageSession
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,15 @@ class Settings:
             embedder_options=EmbedderOptions(device=self.device, batch_size=self.batch_size,
                                              threads=self.threads),
         )
+
+
+def open_session(settings: Settings, inbox: Path, out: Path,
+                 move_done: Path | None = None) -> TriageSession:
+    """Everything the triage app drives; no model is loaded yet (the app's worker does it)."""
+    pipeline = build_pipeline(settings)
+    bank = open_bank(settings, pipeline)
+    ledger = Ledger(Path(settings.bank_dir) / LEDGER_NAME)
+    return TriageSession(pipeline, bank, ledger, TriagePaths(inbox, out, move_done))
 
 
 def build_pipeline(settings: Settings) -> Pipeline:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -150,9 +153,35 @@ def test_models_json_reports_every_file(tmp_path: Path, models_dir: Path) -> Non
     assert all(len(f["sha256"]) == 64 for f in report["files"] if f["status"] == "ok")
 
 
-def test_no_subcommand_prints_help_and_python_m_works(tmp_path: Path) -> None:
-    run = subprocess.run([sys.executable, "-m", "faceid_tui"], cwd=REPO, capture_output=True,
-                         text=True, timeout=120)
-    assert run.returncode == 0
-    assert "scan" in run.stdout and "enroll" in run.stdout
-    assert "not built yet" in run.stderr
+def test_the_app_needs_a_terminal_and_python_m_works(tmp_path: Path) -> None:
+    run = subprocess.run([sys.executable, "-m", "faceid_tui"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert run.returncode == 2
+    assert "needs a terminal" in run.stderr and "faceid scan" in run.stderr
+    helped = subprocess.run([sys.executable, "-m", "faceid_tui", "--help"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert helped.returncode == 0
+    for command in ("scan", "enroll", "bank", "embed", "models", "serve", "--inbox", "--out"):
+        assert command in helped.stdout
+
+
+def test_serve_answers_on_loopback(tmp_path: Path, models_dir: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([str(FACEID), "--models", str(models_dir), "serve", "--host",
+                               "127.0.0.1", "--port", str(port)], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        page = ""
+        while time.monotonic() < deadline and not page:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as reply:
+                    page = reply.read().decode("utf-8", "replace")
+            except OSError:
+                time.sleep(0.3)
+        assert "faceid" in page
+    finally:
+        server.terminate()
+        server.wait(timeout=20)

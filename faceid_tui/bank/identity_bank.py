@@ -12,11 +12,15 @@ the folders.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
+from PIL import Image
 
 from faceid_tui.bank.matching import AMBIGUOUS_MARGIN, DEFAULT_THRESHOLD, Matcher
 from faceid_tui.bank.names import validate_identity_name
@@ -28,7 +32,8 @@ from faceid_tui.bank.store import (
     PhotoRecord,
     SqliteBankStore,
 )
-from faceid_tui.engine.decode import is_image_name
+from faceid_tui.engine.alignment import crop_with_margin
+from faceid_tui.engine.decode import is_image_name, load_rgb
 from faceid_tui.engine.pipeline import PhotoResult, Pipeline
 from faceid_tui.errors import BankError, FaceIdError
 from faceid_tui.fsutil import atomic_write_bytes, sha256_bytes, sha256_file
@@ -46,6 +51,13 @@ class SyncReport:
     @property
     def changes(self) -> int:
         return len(self.added) + len(self.changed) + len(self.removed)
+
+
+@dataclass(frozen=True)
+class FaceEnrolment:
+    rel_path: str
+    created_identity: bool
+    already_enrolled: bool = False
 
 
 @dataclass(frozen=True)
@@ -227,6 +239,55 @@ class IdentityBank:
                                              stat.st_mtime_ns))
         return EnrolResult(result.path, rel_path)
 
+    def enrol_face(self, name: str, source: Path, box: tuple[int, int, int, int],
+                   embedding: np.ndarray, *, face_count: int, face_number: int) -> FaceEnrolment:
+        """Enrol one face found in ``source`` (the triage app's confirm / name).
+
+        A single-face photo is copied whole; from a photo with several faces a crop of this
+        face is saved, with enough margin around it to be detected again on a later sync.
+        The embedding already computed is stored with the file, in one transaction.
+        """
+        name = validate_identity_name(name)
+        folder = self.identity_folder(name)
+        created = name not in self.store.identity_names()
+        if face_count == 1:
+            data = Path(source).read_bytes()
+            filename = _bank_file_name(Path(source))
+            stored_box = list(box)
+        else:
+            crop, stored_box = crop_with_margin(load_rgb(Path(source)), box)
+            data = encode_jpeg(crop)
+            filename = f"{Path(source).stem.lstrip('.') or 'photo'}-face{face_number}.jpg"
+        digest = sha256_bytes(data)
+        for record in self.store.photos():
+            if record.identity == name and record.sha256 == digest:
+                return FaceEnrolment(record.rel_path, False, already_enrolled=True)
+        target = _free_name(folder, filename)
+        rel_path = f"{name}/{target.name}"
+        with self.store.transaction():
+            self.store.ensure_identity(name)
+            self.store.put_embedding(digest, self.pipeline.model_id,
+                                     CachedEmbedding(np.asarray(embedding, np.float32),
+                                                     stored_box, 1))
+            folder.mkdir(exist_ok=True)
+            atomic_write_bytes(target, data)
+            stat = target.stat()
+            self.store.put_photo(PhotoRecord(rel_path, name, digest, stat.st_size,
+                                             stat.st_mtime_ns))
+        return FaceEnrolment(rel_path, created)
+
+    def remove_sample(self, rel_path: str, *, drop_empty_identity: bool = False) -> None:
+        """Delete one bank photo (undoing an enrolment); optionally its identity when that
+        leaves it empty."""
+        name = rel_path.split("/", 1)[0]
+        path = self.identity_folder(name) / rel_path.split("/", 1)[1]
+        with self.store.transaction():
+            self.store.delete_photo(rel_path)
+            path.unlink(missing_ok=True)
+            if drop_empty_identity and not self.identity_photos(name):
+                self.store.delete_identity(name)
+                _remove_folder(path.parent)
+
     def rename(self, old: str, new: str) -> None:
         old, new = validate_identity_name(old), validate_identity_name(new)
         source, target = self._existing_folder(old), self.identity_folder(new)
@@ -285,6 +346,12 @@ def _cache_entry(result: PhotoResult) -> CachedEmbedding:
     if face is None or face.embedding is None:
         return CachedEmbedding(None, None, len(result.faces))
     return CachedEmbedding(face.embedding, face.box.as_list(), len(result.faces))
+
+
+def encode_jpeg(image_rgb: np.ndarray, quality: int = 95) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image_rgb).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
 
 
 def _bank_file_name(source: Path) -> str:

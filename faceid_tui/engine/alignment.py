@@ -65,3 +65,14 @@ def standardise(chips: np.ndarray) -> np.ndarray:
     """
     scaled = (chips.astype(np.float32) - 127.5) / 128.0
     return np.ascontiguousarray(scaled.transpose(0, 3, 1, 2))
+
+
+def crop_with_margin(image: np.ndarray, box: tuple[int, int, int, int],
+                     margin: float = 0.6) -> tuple[np.ndarray, list[int]]:
+    """The face box grown by ``margin`` × its size on every side (clipped to the image), and
+    the face's box inside that crop. The margin keeps enough context for the detector."""
+    x, y, w, h = box
+    pad = round(margin * max(w, h))
+    left, top = max(0, x - pad), max(0, y - pad)
+    right, bottom = min(image.shape[1], x + w + pad), min(image.shape[0], y + h + pad)
+    return image[top:bottom, left:right].copy(), [x - left, y - top, w, h]

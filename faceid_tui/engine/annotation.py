@@ -31,14 +31,22 @@ class FaceLabel:
     status: str
 
 
-def draw_annotations(image_rgb: np.ndarray, labels: list[FaceLabel]) -> np.ndarray:
-    """A BGR copy of the image with one numbered, labelled box per face."""
+def draw_annotations(image_rgb: np.ndarray, labels: list[FaceLabel], *,
+                     scale: float | None = None, highlight: int | None = None) -> np.ndarray:
+    """A BGR copy of the image with one numbered, labelled box per face.
+
+    ``scale`` sets text size and line width (default: from the image size); the face at index
+    ``highlight`` gets a white box, for previews that show which face is selected.
+    """
     canvas = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
-    scale = max(0.4, min(2.0, max(canvas.shape[:2]) / 1000))
+    if scale is None:
+        scale = max(0.4, min(2.0, max(canvas.shape[:2]) / 1000))
     thickness = max(1, round(2 * scale))
     for number, label in enumerate(labels, start=1):
         x, y, w, h = label.box
         colour = STATUS_COLOURS.get(label.status, (255, 255, 255))
+        if highlight == number - 1:
+            colour = (255, 255, 255)
         cv2.rectangle(canvas, (x, y), (x + w, y + h), colour, thickness)
         name = label.name if label.name else "unknown"
         text = f"{number} {name}" + (f" {label.score:.2f}" if label.score is not None else "")

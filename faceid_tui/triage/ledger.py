@@ -1,0 +1,306 @@
+"""The ledger: every photo faceid has seen (by content hash), its faces and their embeddings,
+and every decision the user made, in SQLite (WAL, one transaction per change).
+
+A restart reads the same queue and decisions back and re-processes nothing; the same photo
+under two names is one row in ``photos`` with two rows in ``photo_paths``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+LEDGER_NAME = ".faceid-ledger.sqlite3"
+
+# Photo states, in the order a photo passes through them.
+QUEUED, PROCESSING, REVIEW = "queued", "processing", "to review"
+REVIEWED, ERROR = "reviewed", "error"
+# Decisions on a face.
+CONFIRMED, REJECTED, LEFT_UNKNOWN = "confirmed", "rejected", "unknown"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS photos (
+    sha256 TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    state TEXT NOT NULL,
+    error TEXT,
+    width INTEGER,
+    height INTEGER,
+    model_id TEXT,
+    added_at REAL NOT NULL,
+    processed_at REAL,
+    finished_at REAL
+);
+CREATE TABLE IF NOT EXISTS photo_paths (
+    path TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL REFERENCES photos(sha256) ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS faces (
+    id INTEGER PRIMARY KEY,
+    photo_sha TEXT NOT NULL REFERENCES photos(sha256) ON DELETE CASCADE,
+    face_index INTEGER NOT NULL,
+    box TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    embedding BLOB NOT NULL,
+    decision TEXT,
+    decided_name TEXT,
+    enrolled_path TEXT,
+    decided_at REAL,
+    UNIQUE (photo_sha, face_index)
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY,
+    face_id INTEGER NOT NULL REFERENCES faces(id) ON DELETE CASCADE,
+    decision TEXT NOT NULL,
+    name TEXT,
+    enrolled_path TEXT,
+    created_identity INTEGER NOT NULL DEFAULT 0,
+    at REAL NOT NULL,
+    undone INTEGER NOT NULL DEFAULT 0
+)
+"""
+
+
+@dataclass(frozen=True)
+class PhotoRow:
+    sha256: str
+    path: str
+    state: str
+    error: str | None
+    width: int | None
+    height: int | None
+
+
+@dataclass(frozen=True)
+class FaceRow:
+    id: int
+    photo_sha: str
+    index: int
+    box: tuple[int, int, int, int]
+    model_id: str
+    embedding: np.ndarray
+    decision: str | None
+    decided_name: str | None
+    enrolled_path: str | None
+
+
+@dataclass(frozen=True)
+class DecisionRow:
+    id: int
+    face_id: int
+    decision: str
+    name: str | None
+    enrolled_path: str | None
+    created_identity: bool
+
+
+class Ledger:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None,
+                                   check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # a decision shown is a decision kept
+        self._db.execute("PRAGMA foreign_keys=ON")
+        with self.transaction():
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            # A photo caught mid-processing by a crash is simply queued again.
+            self._db.execute("UPDATE photos SET state=? WHERE state=?", (QUEUED, PROCESSING))
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._lock:
+            outer = self._depth == 0
+            if outer:
+                self._db.execute("BEGIN IMMEDIATE")
+            self._depth += 1
+            try:
+                yield
+            except BaseException:
+                self._depth -= 1
+                if outer:
+                    self._db.execute("ROLLBACK")
+                raise
+            self._depth -= 1
+            if outer:
+                self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- photos ---------------------------------------------------------------------------
+    def add_photo(self, path: str, sha256: str) -> bool:
+        """Record a photo found in the inbox; False when its content was seen before (the new
+        path is remembered as another name of the same photo)."""
+        with self.transaction():
+            known = self._db.execute("SELECT 1 FROM photos WHERE sha256=?", (sha256,)).fetchone()
+            if not known:
+                seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM photos").fetchone()[0]
+                self._db.execute(
+                    "INSERT INTO photos(sha256, seq, path, state, added_at) VALUES (?, ?, ?, ?, ?)",
+                    (sha256, seq, path, QUEUED, time.time()),
+                )
+            self._db.execute("INSERT OR REPLACE INTO photo_paths VALUES (?, ?)", (path, sha256))
+            return not known
+
+    def sha_for_path(self, path: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT sha256 FROM photo_paths WHERE path=?",
+                                   (path,)).fetchone()
+        return row[0] if row else None
+
+    def paths_of(self, sha256: str) -> list[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT path FROM photo_paths WHERE sha256=? ORDER BY path",
+                                    (sha256,)).fetchall()
+        return [row[0] for row in rows]
+
+    def forget_photo(self, sha256: str) -> None:
+        with self.transaction():
+            self._db.execute("DELETE FROM photos WHERE sha256=?", (sha256,))
+
+    def set_state(self, sha256: str, state: str, error: str | None = None) -> None:
+        now = time.time()
+        with self.transaction():
+            self._db.execute(
+                "UPDATE photos SET state=?, error=?, finished_at=CASE WHEN ?=? THEN ? "
+                "ELSE finished_at END WHERE sha256=?",
+                (state, error, state, REVIEWED, now, sha256),
+            )
+
+    def photos(self) -> list[PhotoRow]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT sha256, path, state, error, width, height FROM photos ORDER BY seq"
+            ).fetchall()
+        return [PhotoRow(*row) for row in rows]
+
+    def photo(self, sha256: str) -> PhotoRow | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT sha256, path, state, error, width, height FROM photos WHERE sha256=?",
+                (sha256,),
+            ).fetchone()
+        return PhotoRow(*row) if row else None
+
+    def queued(self) -> list[PhotoRow]:
+        return [photo for photo in self.photos() if photo.state == QUEUED]
+
+    def store_results(self, sha256: str, width: int, height: int, model_id: str,
+                      faces: list[tuple[tuple[int, int, int, int], np.ndarray]]) -> None:
+        """Save a processed photo's faces and embeddings; it then waits for review."""
+        state = REVIEW if faces else REVIEWED
+        now = time.time()
+        with self.transaction():
+            self._db.execute("DELETE FROM faces WHERE photo_sha=?", (sha256,))
+            for index, (box, embedding) in enumerate(faces):
+                self._db.execute(
+                    "INSERT INTO faces(photo_sha, face_index, box, model_id, embedding) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (sha256, index, json.dumps(list(box)), model_id,
+                     np.asarray(embedding, dtype="<f4").tobytes()),
+                )
+            self._db.execute(
+                "UPDATE photos SET state=?, error=NULL, width=?, height=?, model_id=?, "
+                "processed_at=?, finished_at=CASE WHEN ?=? THEN ? ELSE NULL END WHERE sha256=?",
+                (state, width, height, model_id, now, state, REVIEWED, now, sha256),
+            )
+
+    # -- faces and decisions --------------------------------------------------------------
+    def faces(self, sha256: str | None = None) -> list[FaceRow]:
+        query = ("SELECT id, photo_sha, face_index, box, model_id, embedding, decision, "
+                 "decided_name, enrolled_path FROM faces")
+        args: tuple[object, ...] = ()
+        if sha256 is not None:
+            query += " WHERE photo_sha=?"
+            args = (sha256,)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY photo_sha, face_index", args).fetchall()
+        return [FaceRow(row[0], row[1], row[2], tuple(json.loads(row[3])), row[4],
+                        np.frombuffer(row[5], dtype="<f4").copy(), row[6], row[7], row[8])
+                for row in rows]
+
+    def face(self, face_id: int) -> FaceRow:
+        with self._lock:
+            sha = self._db.execute("SELECT photo_sha FROM faces WHERE id=?",
+                                   (face_id,)).fetchone()
+        if sha is None:
+            raise KeyError(face_id)
+        return next(face for face in self.faces(sha[0]) if face.id == face_id)
+
+    def decide(self, face_id: int, decision: str, name: str | None,
+               enrolled_path: str | None = None, created_identity: bool = False) -> None:
+        with self.transaction():
+            self._db.execute(
+                "UPDATE faces SET decision=?, decided_name=?, enrolled_path=?, decided_at=? "
+                "WHERE id=?", (decision, name, enrolled_path, time.time(), face_id),
+            )
+            self._db.execute(
+                "INSERT INTO decisions(face_id, decision, name, enrolled_path, created_identity, "
+                "at) VALUES (?, ?, ?, ?, ?, ?)",
+                (face_id, decision, name, enrolled_path, int(created_identity), time.time()),
+            )
+            self._refresh_photo_state(face_id)
+
+    def _refresh_photo_state(self, face_id: int) -> None:
+        sha = self._db.execute("SELECT photo_sha FROM faces WHERE id=?", (face_id,)).fetchone()[0]
+        open_faces = self._db.execute(
+            "SELECT COUNT(*) FROM faces WHERE photo_sha=? AND decision IS NULL", (sha,)
+        ).fetchone()[0]
+        state = REVIEW if open_faces else REVIEWED
+        self._db.execute(
+            "UPDATE photos SET state=?, finished_at=CASE WHEN ?=? THEN ? ELSE NULL END "
+            "WHERE sha256=?", (state, state, REVIEWED, time.time(), sha),
+        )
+
+    def last_decision(self) -> DecisionRow | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, face_id, decision, name, enrolled_path, created_identity "
+                "FROM decisions WHERE undone=0 ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        return DecisionRow(*row[:5], bool(row[5])) if row else None
+
+    def undo_decision(self, decision: DecisionRow) -> None:
+        """Mark a decision undone and put its face back to the previous live decision."""
+        with self.transaction():
+            self._db.execute("UPDATE decisions SET undone=1 WHERE id=?", (decision.id,))
+            previous = self._db.execute(
+                "SELECT decision, name, enrolled_path FROM decisions "
+                "WHERE face_id=? AND undone=0 ORDER BY id DESC LIMIT 1", (decision.face_id,),
+            ).fetchone()
+            decision_value, name, enrolled = previous if previous else (None, None, None)
+            self._db.execute(
+                "UPDATE faces SET decision=?, decided_name=?, enrolled_path=? WHERE id=?",
+                (decision_value, name, enrolled, decision.face_id),
+            )
+            self._refresh_photo_state(decision.face_id)
+
+    def identity_activity(self) -> dict[str, tuple[int, float]]:
+        """name -> (photos it was confirmed in, last time), from the decisions made."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT decided_name, COUNT(DISTINCT photo_sha), MAX(decided_at) FROM faces "
+                "WHERE decision=? AND decided_name IS NOT NULL GROUP BY decided_name",
+                (CONFIRMED,),
+            ).fetchall()
+        return {name: (count, last) for name, count, last in rows}
+
+    def rename_identity(self, old: str, new: str) -> None:
+        with self.transaction():
+            self._db.execute("UPDATE faces SET decided_name=? WHERE decided_name=?", (new, old))

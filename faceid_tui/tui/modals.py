@@ -1,0 +1,66 @@
+"""Modal screens: naming a face (with suggestions from the bank) and confirming a step."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.suggester import SuggestFromList
+from textual.widgets import Input, Label
+
+from faceid_tui.bank.names import validate_identity_name
+from faceid_tui.errors import InvalidNameError
+
+
+class NameScreen(ModalScreen[str | None]):
+    """Asks for an identity name; returns it validated, or None when cancelled."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, title: str, names: list[str], initial: str = "") -> None:
+        super().__init__()
+        self.title_text = title
+        self.names = names
+        self.initial = initial
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label(self.title_text, id="dialog-title")
+            yield Input(value=self.initial, placeholder="name (tab completes a known name)",
+                        suggester=SuggestFromList(self.names, case_sensitive=False),
+                        id="name-input")
+            yield Label("enter: save · esc: cancel", id="dialog-error")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        try:
+            name = validate_identity_name(event.value)
+        except InvalidNameError as exc:
+            self.query_one("#dialog-error", Label).update(f"[b red]{exc}[/]")
+            return
+        # A known name typed in another case means that identity.
+        for known in self.names:
+            if known.casefold() == name.casefold():
+                name = known
+        self.dismiss(name)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """A yes/no question for destructive steps."""
+
+    BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label(self.question, id="dialog-title")
+            yield Label("y: yes · n / esc: no", id="dialog-error")
+
+    def action_answer(self, answer: bool) -> None:
+        self.dismiss(answer)

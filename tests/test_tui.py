@@ -1,0 +1,147 @@
+"""The triage app driven from the keyboard with Pilot, on real photos."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from faceid_tui.engine.pipeline import Pipeline
+from faceid_tui.tui.app import FaceIdApp
+from faceid_tui.tui.bank_screen import BankScreen
+
+from .tui_helpers import EmbedCounter, make_session, seed_bank, wait_for
+
+
+def states(app: FaceIdApp) -> dict[str, tuple[str, tuple[str, ...]]]:
+    return {Path(v.path).name: (v.state, v.names) for v in app.session.photos()}
+
+
+async def test_a_photo_dropped_in_the_inbox_appears_with_names(tmp_path: Path, pipeline: Pipeline,
+                                                              identity_photos,
+                                                              faces_dir: Path) -> None:
+    seed_bank(tmp_path, identity_photos, "kit_harington", "rose_leslie")
+    (tmp_path / "inbox").mkdir()
+    app = FaceIdApp(make_session(tmp_path, pipeline), images="none")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: "FaceNet" in app.model_state)
+        shutil.copy2(faces_dir / "group_photos/kit_with_rose.jpg", tmp_path / "inbox/new.jpg")
+        await wait_for(pilot, lambda: states(app).get("new.jpg", ("",))[0] == "to review")
+        assert states(app)["new.jpg"][1] == ("rose_leslie", "kit_harington")
+        faces = app.triage.query_one("#faces")
+        assert faces.row_count == 2
+
+
+async def test_naming_enrols_and_resolves_the_same_person_elsewhere_undo_restores(
+        tmp_path: Path, pipeline: Pipeline, identity_photos) -> None:
+    seed_bank(tmp_path, identity_photos, "kit_harington")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    juanes = identity_photos["Juanes"]
+    shutil.copy2(juanes[0], inbox / "a.jpg")
+    shutil.copy2(juanes[1], inbox / "b.jpg")
+    app = FaceIdApp(make_session(tmp_path, pipeline), images="none", watch=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: [s for s, _ in states(app).values()] == ["to review"] * 2)
+        assert all(f.status == "unknown" for v in app.session.photos()
+                   for f in app.session.faces(v.sha256))
+        app.triage.current_sha = next(v.sha256 for v in app.session.photos()
+                                      if v.path.endswith("a.jpg"))
+        app.triage.refresh_tables()
+        with EmbedCounter(pipeline) as counter:
+            await pilot.press("n")
+            await pilot.press(*"Juanes")
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: states(app)["a.jpg"][0] == "reviewed")
+        assert counter.faces == 0  # the stored embedding was enrolled, nothing recomputed
+        assert states(app)["b.jpg"] == ("to review", ("Juanes",))
+        b_sha = next(v.sha256 for v in app.session.photos() if v.path.endswith("b.jpg"))
+        assert app.session.faces(b_sha)[0].status == "known"
+        assert (tmp_path / "id_bank/Juanes/a.jpg").is_file()
+        assert (tmp_path / "out/a.faceid.jpg").is_file()  # fully decided: annotated copy
+
+        await pilot.press("z")
+        await wait_for(pilot, lambda: states(app)["a.jpg"][0] == "to review")
+        assert states(app)["b.jpg"] == ("to review", ())
+        assert not (tmp_path / "id_bank/Juanes").exists()
+
+
+async def test_threshold_keys_rescore_from_stored_embeddings(tmp_path: Path, pipeline: Pipeline,
+                                                             identity_photos,
+                                                             faces_dir: Path) -> None:
+    seed_bank(tmp_path, identity_photos, "kit_harington", "rose_leslie")
+    (tmp_path / "inbox").mkdir()
+    shutil.copy2(faces_dir / "group_photos/kit_with_rose.jpg", tmp_path / "inbox/pair.jpg")
+    app = FaceIdApp(make_session(tmp_path, pipeline), images="none", watch=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: states(app).get("pair.jpg", ("",))[0] == "to review")
+        sha = app.session.photos()[0].sha256
+        scores = sorted(f.score for f in app.session.faces(sha))
+        with EmbedCounter(pipeline) as counter:
+            while app.session.threshold <= scores[0]:  # raise it past the weaker match
+                before = app.session.threshold
+                await pilot.press("plus")
+                await wait_for(pilot, lambda b=before: app.session.threshold > b)
+            statuses = sorted(f.status for f in app.session.faces(sha))
+            assert statuses == ["known", "unknown"]
+            assert sha in app.triage.changed_rows
+            await pilot.press("minus")
+            await wait_for(pilot, lambda: app.session.threshold <= scores[0])
+            assert [f.status for f in app.session.faces(sha)] == ["known", "known"]
+        assert counter.faces == 0
+
+
+async def test_bank_screen_rename_and_merge(tmp_path: Path, pipeline: Pipeline,
+                                            identity_photos) -> None:
+    seed_bank(tmp_path, identity_photos, "Juanes", "Jon_Voight")
+    (tmp_path / "inbox").mkdir()
+    app = FaceIdApp(make_session(tmp_path, pipeline), images="none", watch=False)
+    bank_dir = tmp_path / "id_bank"
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: "FaceNet" in app.model_state)
+        await pilot.press("b")
+        await wait_for(pilot, lambda: isinstance(app.screen, BankScreen))
+        assert app.screen.current == "Jon_Voight"
+        await pilot.press("r", *"Jon", "enter")
+        await wait_for(pilot, lambda: (bank_dir / "Jon").is_dir())
+        assert not (bank_dir / "Jon_Voight").exists()
+        await pilot.press("m", *"Juanes", "enter")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: not (bank_dir / "Jon").exists())
+        assert len(list((bank_dir / "Juanes").iterdir())) == 6
+        await pilot.press("z")  # undo the merge
+        await wait_for(pilot, lambda: (bank_dir / "Jon").is_dir())
+        assert len(list((bank_dir / "Jon").iterdir())) == 3
+        assert {i.name for i in app.session.bank.identities()} == {"Jon", "Juanes"}
+
+
+async def test_quit_and_restart_keep_every_decision(tmp_path: Path, pipeline: Pipeline,
+                                                    identity_photos, faces_dir: Path) -> None:
+    seed_bank(tmp_path, identity_photos, "kit_harington", "rose_leslie")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    shutil.copy2(faces_dir / "group_photos/kit_with_rose.jpg", inbox / "pair.jpg")
+    shutil.copy2(faces_dir / "group_photos/kit_with_rose.jpg", inbox / "same-again.jpg")
+    shutil.copy2(faces_dir / "non_faces/dogs.jpg", inbox / "dogs.jpg")
+    app = FaceIdApp(make_session(tmp_path, pipeline), images="none", watch=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: len(states(app)) == 2
+                       and all(s in ("to review", "reviewed") for s, _ in states(app).values()))
+        app.triage.current_sha = next(v.sha256 for v in app.session.photos() if v.faces == 2)
+        app.triage.refresh_tables()
+        await pilot.press("a")  # confirm both known faces
+        await wait_for(pilot, lambda: all(s == "reviewed" for s, _ in states(app).values()))
+        await pilot.press("q")
+    before = {v.sha256: v for v in app.session.photos()}
+    decisions = {v.sha256: app.session.faces(v.sha256) for v in before.values()}
+    app.session.close()
+
+    with EmbedCounter(pipeline) as counter:
+        again = FaceIdApp(make_session(tmp_path, pipeline), images="none", watch=False)
+        async with again.run_test(size=(80, 24)) as pilot:
+            await wait_for(pilot, lambda: "FaceNet" in again.model_state)
+            await pilot.pause(1.0)  # give intake time to see the inbox again
+            after = {v.sha256: v for v in again.session.photos()}
+            assert after == before
+            assert {sha: again.session.faces(sha) for sha in after} == decisions
+    assert counter.faces == 0  # nothing re-processed
+    again.session.close()
