@@ -32,11 +32,12 @@ class FaceLabel:
 
 
 def draw_annotations(image_rgb: np.ndarray, labels: list[FaceLabel], *,
-                     scale: float | None = None, highlight: int | None = None) -> np.ndarray:
+                     scale: float | None = None, highlight: int | None = None,
+                     numbers_only: bool = False) -> np.ndarray:
     """A BGR copy of the image with one numbered, labelled box per face.
 
     ``scale`` sets text size and line width (default: from the image size); the face at index
-    ``highlight`` gets a white box, for previews that show which face is selected.
+    ``highlight`` gets a white box and ``numbers_only`` leaves names out, for small previews.
     """
     canvas = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
     if scale is None:
@@ -50,6 +51,8 @@ def draw_annotations(image_rgb: np.ndarray, labels: list[FaceLabel], *,
         cv2.rectangle(canvas, (x, y), (x + w, y + h), colour, thickness)
         name = label.name if label.name else "unknown"
         text = f"{number} {name}" + (f" {label.score:.2f}" if label.score is not None else "")
+        if numbers_only:
+            text = str(number)
         # OpenCV's Hershey fonts draw ASCII only: keep the letters' base forms (é → e).
         text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode() or "?"
         (text_w, text_h), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale,

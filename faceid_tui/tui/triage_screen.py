@@ -83,7 +83,7 @@ class TriageScreen(Screen[None]):
         queue.add_column("state", width=10)
         queue.add_column("#f", width=2)
         queue.add_column("best", width=4)
-        queue.add_column("names / error")
+        queue.add_column("names")
         self.query_one("#faces", DataTable).add_columns("#", "name", "score", "margin", "status")
         queue.focus()
         self.refresh_tables()
@@ -175,7 +175,8 @@ class TriageScreen(Screen[None]):
                 labels = [FaceLabel(tuple(round(v * factor) for v in f.box), None, None,
                                     f.status) for f in faces]
                 index = faces.index(selected) if selected in faces else None
-                drawn = draw_annotations(small, labels, scale=2.0, highlight=index)
+                drawn = draw_annotations(small, labels, scale=2.0, highlight=index,
+                                         numbers_only=True)
                 photo_image = PILImage.fromarray(drawn[:, :, ::-1])
                 if selected is not None:
                     crop, _ = crop_with_margin(image, selected.box, margin=0.2)
