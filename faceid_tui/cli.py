@@ -308,24 +308,26 @@ def add_scan_row(table: Table, result: PhotoResult, matches: list[FaceMatch]) ->
 def cmd_enroll(args: argparse.Namespace, settings: Settings) -> int:
     pipeline = build_pipeline(settings)
     bank = open_bank(settings, pipeline)
+    failed = 0
     try:
         sync_bank(bank, show_progress=not args.json)
-        results = bank.enrol_photos(args.name, args.images)
+        # Each line is printed once its enrolment is committed: what is printed is kept.
+        for result in bank.iter_enrol_photos(args.name, args.images):
+            failed += result.error is not None
+            if args.json:
+                print_json({"path": str(result.path), "enrolled_as": result.rel_path,
+                            "already_enrolled": result.already_enrolled,
+                            "error": result.error})
+            elif result.error:
+                stderr.print(f"[red]{escape(str(result.path))}: {escape(result.error)}[/red]")
+            elif result.already_enrolled:
+                stdout.print(f"{escape(str(result.path))}: already in the bank as "
+                             f"{escape(str(result.rel_path))}")
+            else:
+                stdout.print(f"{escape(str(result.path))} → {escape(str(result.rel_path))}")
+            sys.stdout.flush()
     finally:
         bank.close()
-    failed = 0
-    for result in results:
-        failed += result.error is not None
-        if args.json:
-            print_json({"path": str(result.path), "enrolled_as": result.rel_path,
-                        "already_enrolled": result.already_enrolled, "error": result.error})
-        elif result.error:
-            stderr.print(f"[red]{escape(str(result.path))}: {escape(result.error)}[/red]")
-        elif result.already_enrolled:
-            stdout.print(f"{escape(str(result.path))}: already in the bank as "
-                         f"{escape(str(result.rel_path))}")
-        else:
-            stdout.print(f"{escape(str(result.path))} → {escape(str(result.rel_path))}")
     return EXIT_FILE_FAILED if failed else EXIT_OK
 
 

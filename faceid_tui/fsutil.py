@@ -35,6 +35,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     _fsync_directory(path.parent)
 
 
+def remove_stale_temp_files(folder: Path) -> int:
+    """Delete temporary files that :func:`atomic_write_bytes` left behind when the process was
+    killed mid-write (``.<name>.<random>.tmp``); return how many were removed."""
+    removed = 0
+    if not Path(folder).is_dir():
+        return 0
+    for leftover in Path(folder).glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
+            removed += 1
+    return removed
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 

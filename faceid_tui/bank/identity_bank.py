@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +36,12 @@ from faceid_tui.engine.alignment import crop_with_margin
 from faceid_tui.engine.decode import is_image_name, load_rgb
 from faceid_tui.engine.pipeline import PhotoResult, Pipeline
 from faceid_tui.errors import BankError, FaceIdError
-from faceid_tui.fsutil import atomic_write_bytes, sha256_bytes, sha256_file
+from faceid_tui.fsutil import (
+    atomic_write_bytes,
+    remove_stale_temp_files,
+    sha256_bytes,
+    sha256_file,
+)
 
 
 @dataclass
@@ -106,6 +111,7 @@ class IdentityBank:
                 continue
             if name != entry.name:
                 continue  # not NFC on disk; faceid never creates such folders
+            remove_stale_temp_files(entry)  # left by a write that was killed
             for photo in sorted(entry.iterdir()):
                 if photo.is_file() and not photo.is_symlink() and is_image_name(photo):
                     found[f"{name}/{photo.name}"] = (name, photo)
@@ -206,12 +212,15 @@ class IdentityBank:
         The largest face of each photo is enrolled; a photo with no face is refused, since
         the bank would learn nothing from it.
         """
+        return list(self.iter_enrol_photos(name, paths))
+
+    def iter_enrol_photos(self, name: str, paths: Iterable[Path]) -> Iterator[EnrolResult]:
+        """:meth:`enrol_photos`, yielding each result once it is committed (so a caller can
+        acknowledge it: a yielded enrolment survives a crash)."""
         name = validate_identity_name(name)
         folder = self.identity_folder(name)
-        results = []
-        for result in self.pipeline.run([Path(p) for p in paths]):
-            results.append(self._enrol_one(name, folder, result))
-        return results
+        for result in self.pipeline.run([Path(p) for p in paths], chunk_size=8):
+            yield self._enrol_one(name, folder, result)
 
     def _enrol_one(self, name: str, folder: Path, result: PhotoResult) -> EnrolResult:
         if result.error:

@@ -11,18 +11,24 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from faceid_tui.errors import ImageDecodeError
 
-#: Largest photo decoded, in pixels (about a 16,000 × 16,000 image, or four 8K frames). Anything
+#: Largest photo decoded: 120 megapixels, above the biggest phone sensors (108 Mpx). Anything
 #: larger is refused from its header, before its pixels are decoded, so a tiny file that
-#: claims a gigantic size (a decompression bomb) cannot exhaust memory.
-MAX_PIXELS = 250_000_000
+#: claims a gigantic size (a decompression bomb) cannot exhaust memory: decoding stays under
+#: about 120 M × 3 bytes = 360 MB for the pixels, twice that with the array copy.
+MAX_PIXELS = 120_000_000
 
 IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
+    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm",
+     ".heic", ".heif"}
 )
+
+# Phones save HEIC/HEIF; pillow-heif teaches Pillow to open them.
+pillow_heif.register_heif_opener()
 
 
 def is_image_name(path: Path) -> bool:
@@ -65,11 +71,15 @@ def load_rgb(path: Path) -> np.ndarray:
         raise ImageDecodeError("not an image Pillow can read (unknown or damaged format)") from None
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(f"image too large: {exc}") from None
-    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
+    except MemoryError:
+        raise ImageDecodeError("not enough memory to decode this image") from None
+    except Exception as exc:  # damaged files make decoders raise almost anything
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "truncated" in reason.lower():
             reason = "truncated or incomplete image data"
-        raise ImageDecodeError(f"cannot decode image: {reason}") from None
+        elif not isinstance(exc, OSError | ValueError | SyntaxError | EOFError):
+            reason = f"{type(exc).__name__}: {reason}"
+        raise ImageDecodeError(f"cannot decode image: {reason[:200]}") from None
 
 
 def pil_to_rgb(image: Image.Image) -> np.ndarray:
