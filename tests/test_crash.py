@@ -24,7 +24,7 @@ from .conftest import REPO
 from .tui_helpers import make_session
 
 FACEID = Path(sys.executable).with_name("faceid")
-ITERATIONS = 6
+ITERATIONS = 10
 
 
 def run_and_kill(command: list[str], after_s: float, cwd: Path) -> list[str]:

@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from faceid_tui.database import Database
 from faceid_tui.errors import BankError
 
 DATABASE_NAME = ".faceid-bank.sqlite3"
@@ -107,53 +107,33 @@ class SqliteBankStore:
 
     def __init__(self, path: Path, *, busy_timeout_s: float = 30.0) -> None:
         self.path = Path(path)
-        self._lock = threading.RLock()
-        self._depth = 0
         try:
-            self._db = sqlite3.connect(
-                self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            with self.transaction():
-                self._create_schema()
+            self._database = Database(self.path, busy_timeout_s=busy_timeout_s)
+            self._database.create_schema(_SCHEMA)
+            self._check_version()
         except sqlite3.DatabaseError as exc:
             raise BankError(
                 f"{self.path} is not a usable faceid bank database ({exc}); move it away and "
                 "faceid rebuilds it from the photos in the bank folder"
             ) from None
+        self._db = self._database.connection
+        self._lock = self._database.lock
 
-    def _create_schema(self) -> None:
-        for statement in _SCHEMA.split(";"):
-            if statement.strip():
-                self._db.execute(statement)
-        row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-        if row is None:
-            self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) > SCHEMA_VERSION:
-            raise BankError(
-                f"{self.path} was written by a newer faceid (schema {row[0]}); upgrade faceid"
-            )
-
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self) -> AbstractContextManager[None]:
         """One atomic unit of work; nested uses join the outer transaction."""
-        with self._lock:
-            outer = self._depth == 0
-            if outer:
-                self._db.execute("BEGIN IMMEDIATE")
-            self._depth += 1
-            try:
-                yield
-            except BaseException:
-                self._depth -= 1
-                if outer:
-                    self._db.execute("ROLLBACK")
-                raise
-            self._depth -= 1
-            if outer:
-                self._db.execute("COMMIT")
+        return self._database.transaction()
+
+    def _check_version(self) -> None:
+        with self._database.transaction():
+            row = self._database.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None:
+                self._database.execute("INSERT INTO meta VALUES ('schema', ?)",
+                                       (str(SCHEMA_VERSION),))
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise BankError(
+                    f"{self.path} was written by a newer faceid (schema {row[0]}); "
+                    "upgrade faceid"
+                )
 
     def _identity_id(self, name: str) -> int:
         row = self._db.execute("SELECT id FROM identities WHERE name=?", (name,)).fetchone()
@@ -267,5 +247,4 @@ class SqliteBankStore:
                 for name, photos, samples, created in rows]
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._database.close()

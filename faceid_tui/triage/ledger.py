@@ -8,15 +8,14 @@ under two names is one row in ``photos`` with two rows in ``photo_paths``.
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from faceid_tui.database import Database
 
 LEDGER_NAME = ".faceid-ledger.sqlite3"
 
@@ -107,41 +106,21 @@ class Ledger:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
-        self._depth = 0
-        self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None,
-                                   check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # a decision shown is a decision kept
-        self._db.execute("PRAGMA foreign_keys=ON")
+        # synchronous=FULL: a decision shown on screen is on disk, even after a power cut.
+        self._database = Database(self.path, synchronous="FULL")
+        self._database.create_schema(_SCHEMA)
+        self._db = self._database.connection
+        self._lock = self._database.lock
         with self.transaction():
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    self._db.execute(statement)
             # A photo caught mid-processing by a crash is simply queued again.
             self._db.execute("UPDATE photos SET state=? WHERE state=?", (QUEUED, PROCESSING))
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        with self._lock:
-            outer = self._depth == 0
-            if outer:
-                self._db.execute("BEGIN IMMEDIATE")
-            self._depth += 1
-            try:
-                yield
-            except BaseException:
-                self._depth -= 1
-                if outer:
-                    self._db.execute("ROLLBACK")
-                raise
-            self._depth -= 1
-            if outer:
-                self._db.execute("COMMIT")
+    def transaction(self) -> AbstractContextManager[None]:
+        """One atomic unit of work; nested uses join the outer transaction."""
+        return self._database.transaction()
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._database.close()
 
     # -- photos ---------------------------------------------------------------------------
     def add_photo(self, path: str, sha256: str) -> bool:

@@ -5,27 +5,24 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from PIL import Image as PILImage
 from textual import on, work
-from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Static
 
 from faceid_tui.engine.decode import load_rgb
 from faceid_tui.errors import FaceIdError
 from faceid_tui.tui.messages import DecisionsChanged, WorkerFailed
 from faceid_tui.tui.modals import ConfirmScreen, NameScreen
 from faceid_tui.tui.preview import FacePreview
-
-if TYPE_CHECKING:
-    from faceid_tui.tui.app import FaceIdApp
+from faceid_tui.tui.two_tables import TwoTableScreen
 
 
-class BankScreen(Screen[None]):
+class BankScreen(TwoTableScreen):
+    TOP = ("identities", "Identities")
+    BOTTOM = ("samples", "Samples")
+
     BINDINGS = [
         Binding("r", "rename", "Rename"),
         Binding("m", "merge", "Merge"),
@@ -35,31 +32,13 @@ class BankScreen(Screen[None]):
         Binding("escape,b", "app.pop_screen", "Back"),
         Binding("question_mark", "app.show_help_panel", "Keys"),
         Binding("q", "app.quit", "Quit"),
-        Binding("tab", "switch_table", "Identities/samples", show=False),
-        Binding("j", "cursor(1)", "Down", show=False),
-        Binding("k", "cursor(-1)", "Up", show=False),
     ]
 
-    app: FaceIdApp
 
     def __init__(self) -> None:
         super().__init__()
         self.current: str | None = None
         self._samples: list[str] = []
-
-    def compose(self) -> ComposeResult:
-        yield Header(show_clock=False)
-        yield Static("", id="status")
-        with Horizontal(id="main"):
-            with Vertical(id="tables"):
-                identities = DataTable(id="identities", cursor_type="row", zebra_stripes=True)
-                identities.border_title = "Identities"
-                yield identities
-                samples = DataTable(id="samples", cursor_type="row", zebra_stripes=True)
-                samples.border_title = "Samples"
-                yield samples
-            yield FacePreview(self.app.images, id="preview")
-        yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#identities", DataTable).add_columns("name", "samples", "seen in",
@@ -198,15 +177,3 @@ class BankScreen(Screen[None]):
     def action_undo(self) -> None:
         journal = self.app.journal
         self.run_edit(lambda: journal.undo() or "nothing to undo")
-
-    def action_switch_table(self) -> None:
-        target = "#samples" if self.focused and self.focused.id == "identities" else "#identities"
-        self.query_one(target, DataTable).focus()
-
-    def action_cursor(self, step: int) -> None:
-        table = self.focused if isinstance(self.focused, DataTable) else \
-            self.query_one("#identities")
-        if step > 0:
-            table.action_cursor_down()
-        else:
-            table.action_cursor_up()

@@ -5,16 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image as PILImage
 from textual import on, work
-from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable
 
 from faceid_tui.engine.alignment import crop_with_margin
 from faceid_tui.engine.annotation import FaceLabel, draw_annotations
@@ -24,9 +20,7 @@ from faceid_tui.triage.session import THRESHOLD_STEP, FaceView, PhotoView
 from faceid_tui.tui.messages import DecisionsChanged, WorkerFailed
 from faceid_tui.tui.modals import NameScreen
 from faceid_tui.tui.preview import FacePreview
-
-if TYPE_CHECKING:
-    from faceid_tui.tui.app import FaceIdApp
+from faceid_tui.tui.two_tables import TwoTableScreen
 
 #: Longest side of the preview image handed to the terminal renderer.
 PREVIEW_PIXELS = 480
@@ -36,7 +30,10 @@ def fmt_score(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-class TriageScreen(Screen[None]):
+class TriageScreen(TwoTableScreen):
+    TOP = ("queue", "Photos")
+    BOTTOM = ("faces", "Faces")
+
     BINDINGS = [
         Binding("enter", "confirm", "OK", priority=True, tooltip="Confirm the suggested name"),
         Binding("n", "name", "Name", tooltip="Name the face (enrols it)"),
@@ -49,12 +46,8 @@ class TriageScreen(Screen[None]):
         Binding("b", "open_bank", "Bank", tooltip="The identity bank"),
         Binding("question_mark", "app.show_help_panel", "Keys", tooltip="Every key"),
         Binding("q", "app.quit", "Quit"),
-        Binding("tab", "switch_table", "Photos/faces", show=False),
-        Binding("j", "cursor(1)", "Down", show=False),
-        Binding("k", "cursor(-1)", "Up", show=False),
     ]
 
-    app: FaceIdApp
 
     def __init__(self) -> None:
         super().__init__()
@@ -62,20 +55,6 @@ class TriageScreen(Screen[None]):
         self.changed_rows: frozenset[str] = frozenset()
         self._views: dict[str, PhotoView] = {}
         self._faces: list[FaceView] = []
-
-    def compose(self) -> ComposeResult:
-        yield Header(show_clock=False)
-        yield Static("", id="status")
-        with Horizontal(id="main"):
-            with Vertical(id="tables"):
-                queue = DataTable(id="queue", cursor_type="row", zebra_stripes=True)
-                queue.border_title = "Photos"
-                yield queue
-                faces = DataTable(id="faces", cursor_type="row", zebra_stripes=True)
-                faces.border_title = "Faces"
-                yield faces
-            yield FacePreview(self.app.images, id="preview")
-        yield Footer()
 
     def on_mount(self) -> None:
         queue = self.query_one("#queue", DataTable)
@@ -270,16 +249,6 @@ class TriageScreen(Screen[None]):
             self.refresh_faces(select_face=0)
 
     # -- navigation -------------------------------------------------------------------------
-    def action_switch_table(self) -> None:
-        target = "#faces" if self.focused and self.focused.id == "queue" else "#queue"
-        self.query_one(target, DataTable).focus()
-
-    def action_cursor(self, step: int) -> None:
-        table = self.focused if isinstance(self.focused, DataTable) else self.query_one("#queue")
-        if step > 0:
-            table.action_cursor_down()
-        else:
-            table.action_cursor_up()
 
     def action_open_bank(self) -> None:
         self.app.open_bank_screen()

@@ -1,0 +1,58 @@
+"""The layout both screens share: status line, two stacked tables, a preview pane, footer;
+with `tab` to switch tables and `j`/`k` to move in the focused one."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+
+from faceid_tui.tui.preview import FacePreview
+
+if TYPE_CHECKING:
+    from faceid_tui.tui.app import FaceIdApp
+
+
+class TwoTableScreen(Screen[None]):
+    TOP: ClassVar[tuple[str, str]] = ("top", "Top")  # (id, border title)
+    BOTTOM: ClassVar[tuple[str, str]] = ("bottom", "Bottom")
+
+    BINDINGS = [
+        Binding("tab", "switch_table", "Switch list", show=False),
+        Binding("j", "cursor(1)", "Down", show=False),
+        Binding("k", "cursor(-1)", "Up", show=False),
+    ]
+
+    app: FaceIdApp
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False)
+        yield Static("", id="status")
+        with Horizontal(id="main"):
+            with Vertical(id="tables"):
+                for table_id, title in (self.TOP, self.BOTTOM):
+                    table = DataTable(id=table_id, cursor_type="row", zebra_stripes=True)
+                    table.border_title = title
+                    yield table
+            yield FacePreview(self.app.images, id="preview")
+        yield Footer()
+
+    def table(self, table_id: str) -> DataTable:
+        return self.query_one(f"#{table_id}", DataTable)
+
+    def action_switch_table(self) -> None:
+        top, bottom = self.TOP[0], self.BOTTOM[0]
+        target = bottom if self.focused is not None and self.focused.id == top else top
+        self.table(target).focus()
+
+    def action_cursor(self, step: int) -> None:
+        focused = self.focused
+        table = focused if isinstance(focused, DataTable) else self.table(self.TOP[0])
+        if step > 0:
+            table.action_cursor_down()
+        else:
+            table.action_cursor_up()
