@@ -154,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
                                      help="accuracy on a path_a,path_b,same CSV")
     pairs.add_argument("csv", type=Path, metavar="CSV")
     pairs.add_argument("--json", action="store_true")
+    lfw = eval_commands.add_parser("lfw", parents=[common],
+                                   help="LFW View 2: 10-fold accuracy, ROC AUC, EER, TAR@FAR")
+    lfw.add_argument("lfw_dir", type=Path, metavar="DIR",
+                     help="folder with pairs.txt and the person folders (or images/)")
+    lfw.add_argument("--limit", type=int, metavar="N", help="about N pairs, for a quick run")
+    lfw.add_argument("--json", action="store_true")
     return parser
 
 
@@ -438,6 +444,8 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    if args.eval_command == "lfw":
+        return cmd_eval_lfw(args, settings)
     from faceid_tui.engine.evaluation import evaluate_pairs
 
     if not args.csv.is_file():
@@ -457,6 +465,34 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         for path, error in evaluation.errors.items():
             stderr.print(f"[red]{escape(path)}: {escape(error)}[/red]")
     return EXIT_FILE_FAILED if evaluation.errors else EXIT_OK
+
+
+def cmd_eval_lfw(args: argparse.Namespace, settings: Settings) -> int:
+    from faceid_tui.engine.evaluation import evaluate_lfw
+
+    if not (args.lfw_dir / "pairs.txt").is_file():
+        raise UsageError(f"{args.lfw_dir} has no pairs.txt; give the LFW folder")
+    pipeline = build_pipeline(settings)
+    result = evaluate_lfw(pipeline, args.lfw_dir, args.limit)
+    setup = {"model": pipeline.model_id, "detector": settings.detector,
+             "upsample": "auto" if settings.upsample is None else settings.upsample}
+    if args.json:
+        print_json({**setup, **result.as_dict()})
+    else:
+        stdout.print(f"LFW View 2, {result.pairs} pairs, {result.images} images · "
+                     f"{setup['model']} · detector {settings.detector} "
+                     f"(upsample {setup['upsample']}) · {result.seconds:.0f} s")
+        stdout.print(f"accuracy {result.accuracy_mean:.4f} ± {result.accuracy_std:.4f} "
+                     "(10 folds, threshold chosen on the other nine)")
+        stdout.print(f"ROC AUC {result.roc_auc:.4f} · EER {result.eer:.4f} · "
+                     f"TAR@FAR=1e-2 {result.tar_at_far_1e2:.4f} · "
+                     f"TAR@FAR=1e-3 {result.tar_at_far_1e3:.4f}")
+        stdout.print(f"no face detected: {result.no_face_center_crop} (centre crop used); "
+                     f"several faces: {result.several_faces_nearest_center} "
+                     "(the one nearest the centre scored)")
+        for path, error in result.errors.items():
+            stderr.print(f"[red]{escape(path)}: {escape(error)}[/red]")
+    return EXIT_FILE_FAILED if result.errors else EXIT_OK
 
 
 def run_app(args: argparse.Namespace, settings: Settings) -> int:

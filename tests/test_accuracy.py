@@ -25,7 +25,7 @@ def test_best_threshold_interval_on_known_scores() -> None:
     same = np.array([True, True, True, False, False, False])
     best, low, high = best_threshold_interval(scores, same)
     assert abs(best - 5 / 6) < 1e-9
-    assert 0.3 < low <= high <= 0.9
+    assert 0.3 <= low < high <= 0.9  # thresholds in (low, high] do best
 
 
 def test_held_back_photos_are_named(bank_factory, identity_photos, pipeline: Pipeline) -> None:
@@ -57,3 +57,31 @@ def test_both_people_in_kit_with_rose_are_named(bank_factory, identity_photos, f
     # Faces are numbered left to right: rose_leslie stands on the left.
     assert [m.name for m in matches] == ["rose_leslie", "kit_harington"]
     assert all(m.status == "known" for m in matches)
+
+
+def test_ten_fold_protocol_on_scores_with_a_known_answer() -> None:
+    from faceid_tui.engine.evaluation import (
+        equal_error_rate,
+        fold_accuracies,
+        roc_auc,
+        tar_at_far,
+    )
+
+    rng = np.random.default_rng(0)
+    folds = np.repeat(np.arange(10), 100)
+    same = np.tile(np.r_[np.ones(50, bool), np.zeros(50, bool)], 10)
+    # Perfectly separable: genuine scores in [0.6, 0.9], impostors in [0.0, 0.3].
+    scores = np.where(same, rng.uniform(0.6, 0.9, same.size), rng.uniform(0.0, 0.3, same.size))
+    assert fold_accuracies(scores, same, folds) == [1.0] * 10
+    assert roc_auc(scores, same) == 1.0
+    assert equal_error_rate(scores, same) == 0.0
+    assert tar_at_far(scores, same, 1e-3)[0] == 1.0
+    # One impostor per fold scores above every genuine pair: exactly one error per fold.
+    flipped = scores.copy()
+    flipped[np.flatnonzero(~same)[::50]] = 0.95
+    assert fold_accuracies(flipped, same, folds) == [0.99] * 10
+    assert abs(roc_auc(flipped, same) - (1 - 10 / 500)) < 1e-12
+    tar, threshold = tar_at_far(flipped, same, 0.05)  # 25 of 500 impostors may pass
+    assert tar == 1.0 and threshold <= 0.6
+    tar, threshold = tar_at_far(flipped, same, 1e-2)  # only 5 may: cut above the 10 at 0.95
+    assert tar == 0.0 and threshold > 0.95

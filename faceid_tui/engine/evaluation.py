@@ -1,10 +1,15 @@
 """Verification on labelled pairs: embed both photos of each pair through the real pipeline
-and measure how well a cosine threshold separates same from different people."""
+and measure how well a cosine threshold separates same from different people.
+
+``evaluate_pairs`` scores any ``path_a,path_b,same`` CSV at one threshold; ``evaluate_lfw``
+runs LFW's View 2 protocol (10 folds, threshold chosen on the other nine) and the usual
+curve figures: ROC AUC, equal error rate, TAR at fixed FARs."""
 
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,16 +51,16 @@ def accuracy_at(scores: np.ndarray, same: np.ndarray, threshold: float) -> float
 
 
 def best_threshold_interval(scores: np.ndarray, same: np.ndarray) -> tuple[float, float, float]:
-    """``(best accuracy, lowest, highest threshold reaching it)`` over every cut point."""
+    """``(best accuracy, low, high)``: every threshold ``t`` with ``low < t <= high`` reaches the
+    best accuracy (a pair is "same" when its score is ``>= t``)."""
     cuts = np.unique(np.concatenate([scores, [scores.max() + 1e-6]]))
     accuracies = np.array([accuracy_at(scores, same, float(t)) for t in cuts])
     best = accuracies.max()
     winners = np.nonzero(accuracies == best)[0]
-    low = float(cuts[winners[0]])
-    high_index = winners[-1]
-    # Every threshold in (previous score, this cut] gives the same decisions.
-    high = float(cuts[high_index])
-    return float(best), low, high
+    first, last = winners[0], winners[-1]
+    # A threshold between the previous score and a cut decides exactly like the cut.
+    low = float(cuts[first - 1]) if first > 0 else float(cuts[first]) - 1e-6
+    return float(best), low, float(cuts[last])
 
 
 def evaluate_pairs(pipeline: Pipeline, csv_path: Path, threshold: float) -> PairsEvaluation:
@@ -83,4 +88,149 @@ def evaluate_pairs(pipeline: Pipeline, csv_path: Path, threshold: float) -> Pair
         threshold=threshold, accuracy=accuracy_at(scores, same, threshold),
         best_accuracy=best, best_threshold_low=low, best_threshold_high=high,
         no_face=no_face, errors=errors,
+    )
+
+
+# -- LFW View 2 -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LfwPair:
+    fold: int
+    path_a: Path
+    path_b: Path
+    same: bool
+
+
+def read_lfw_pairs(lfw_dir: Path) -> list[LfwPair]:
+    """The 6,000 pairs of ``pairs.txt`` (10 folds × 300 matched + 300 mismatched)."""
+    lfw_dir = Path(lfw_dir)
+    images = lfw_dir / "images" if (lfw_dir / "images").is_dir() else lfw_dir
+    lines = (lfw_dir / "pairs.txt").read_text().split("\n")
+    folds, per_class = (int(v) for v in lines[0].split())
+
+    def image(name: str, number: str) -> Path:
+        return images / name / f"{name}_{int(number):04d}.jpg"
+
+    pairs = []
+    rows = [line.split() for line in lines[1:] if line.strip()]
+    if len(rows) != folds * 2 * per_class:
+        raise ValueError(f"{lfw_dir / 'pairs.txt'} should list {folds * 2 * per_class} pairs")
+    for index, row in enumerate(rows):
+        fold = index // (2 * per_class)
+        if len(row) == 3:
+            pairs.append(LfwPair(fold, image(row[0], row[1]), image(row[0], row[2]), True))
+        else:
+            pairs.append(LfwPair(fold, image(row[0], row[1]), image(row[2], row[3]), False))
+    return pairs
+
+
+def subset(pairs: list[LfwPair], limit: int) -> list[LfwPair]:
+    """About ``limit`` pairs spread evenly over folds and both classes."""
+    per_group = max(1, limit // 20)
+    kept: list[LfwPair] = []
+    for fold in sorted({p.fold for p in pairs}):
+        for same in (True, False):
+            kept += [p for p in pairs if p.fold == fold and p.same == same][:per_group]
+    return kept
+
+
+def fold_accuracies(scores: np.ndarray, same: np.ndarray, folds: np.ndarray) -> list[float]:
+    """Accuracy on each fold at the threshold that is best on all the other folds."""
+    results = []
+    for fold in np.unique(folds):
+        train = folds != fold
+        _, low, high = best_threshold_interval(scores[train], same[train])
+        results.append(accuracy_at(scores[~train], same[~train], (low + high) / 2))
+    return results
+
+
+def roc_auc(scores: np.ndarray, same: np.ndarray) -> float:
+    """Probability that a random matched pair outscores a random mismatched one."""
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    ranks[order] = np.arange(1, len(scores) + 1)
+    for value in np.unique(scores):  # ties share their mean rank
+        tied = scores == value
+        ranks[tied] = ranks[tied].mean()
+    positives, negatives = same.sum(), (~same).sum()
+    return float((ranks[same].sum() - positives * (positives + 1) / 2)
+                 / (positives * negatives))
+
+
+def far_frr(scores: np.ndarray, same: np.ndarray, threshold: float) -> tuple[float, float]:
+    far = float((scores[~same] >= threshold).mean())
+    frr = float((scores[same] < threshold).mean())
+    return far, frr
+
+
+def equal_error_rate(scores: np.ndarray, same: np.ndarray) -> float:
+    best = (2.0, 1.0)
+    for threshold in np.unique(scores):
+        far, frr = far_frr(scores, same, float(threshold))
+        if abs(far - frr) < best[0]:
+            best = (abs(far - frr), (far + frr) / 2)
+    return best[1]
+
+
+def tar_at_far(scores: np.ndarray, same: np.ndarray, far: float) -> tuple[float, float]:
+    """``(TAR, threshold)`` at the lowest threshold whose false-accept rate is ≤ ``far``."""
+    impostors = np.sort(scores[~same])[::-1]
+    allowed = int(np.floor(far * len(impostors)))  # impostors that may pass
+    threshold = float(impostors[allowed]) + 1e-9 if allowed < len(impostors) else -1.0
+    return float((scores[same] >= threshold).mean()), threshold
+
+
+@dataclass
+class LfwEvaluation:
+    pairs: int
+    accuracy_mean: float
+    accuracy_std: float
+    fold_accuracies: list[float]
+    roc_auc: float
+    eer: float
+    tar_at_far_1e2: float
+    tar_at_far_1e3: float
+    images: int
+    no_face_center_crop: int
+    several_faces_nearest_center: int
+    errors: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+def evaluate_lfw(pipeline: Pipeline, lfw_dir: Path, limit: int | None = None) -> LfwEvaluation:
+    """LFW View 2 through the real pipeline. A photo with no detected face is embedded from a
+    centre crop (counted); with several faces the one nearest the centre is scored."""
+    started = time.perf_counter()
+    pairs = read_lfw_pairs(lfw_dir)
+    if limit:
+        pairs = subset(pairs, limit)
+    paths = sorted({p for pair in pairs for p in (pair.path_a, pair.path_b)})
+    vectors: dict[Path, np.ndarray] = {}
+    errors: dict[str, str] = {}
+    no_face = several = 0
+    for result in pipeline.run(paths, fallback_center=True):
+        if result.error:
+            errors[str(result.path)] = result.error
+            continue
+        face = result.central_face()
+        if face is None or face.embedding is None:
+            continue
+        no_face += int(face.fallback)
+        several += int(len(result.faces) > 1)
+        vectors[result.path] = face.embedding
+    usable = [p for p in pairs if p.path_a in vectors and p.path_b in vectors]
+    scores = np.array([float(vectors[p.path_a] @ vectors[p.path_b]) for p in usable])
+    same = np.array([p.same for p in usable], dtype=bool)
+    folds = np.array([p.fold for p in usable])
+    accuracies = fold_accuracies(scores, same, folds)
+    return LfwEvaluation(
+        pairs=len(usable), accuracy_mean=float(np.mean(accuracies)),
+        accuracy_std=float(np.std(accuracies)), fold_accuracies=accuracies,
+        roc_auc=roc_auc(scores, same), eer=equal_error_rate(scores, same),
+        tar_at_far_1e2=tar_at_far(scores, same, 1e-2)[0],
+        tar_at_far_1e3=tar_at_far(scores, same, 1e-3)[0],
+        images=len(paths), no_face_center_crop=no_face, several_faces_nearest_center=several,
+        errors=errors, seconds=time.perf_counter() - started,
     )

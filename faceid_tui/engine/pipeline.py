@@ -51,6 +51,15 @@ class PhotoResult:
     #: The decoded RGB image, kept only when the caller asks (annotation needs it).
     image: np.ndarray | None = field(default=None, repr=False)
 
+    def central_face(self) -> FaceResult | None:
+        """The face whose centre lies nearest the image centre (the subject of a portrait
+        crop such as LFW's)."""
+        if not self.faces or self.width is None or self.height is None:
+            return None
+        cx, cy = self.width / 2, self.height / 2
+        return min(self.faces, key=lambda f: (f.box.x + f.box.w / 2 - cx) ** 2
+                   + (f.box.y + f.box.h / 2 - cy) ** 2)
+
     def largest_face(self) -> FaceResult | None:
         real = [face for face in self.faces if not face.fallback] or self.faces
         return max(real, key=lambda face: face.box.area, default=None)
