@@ -167,3 +167,23 @@ def test_threshold_changes_report_changed_photos(tmp_path: Path, pipeline: Pipel
     with pytest.raises(Exception, match="no suggestion"):
         session.confirm(session.faces(sha)[0].face_id)
     session.close()
+
+
+def test_photos_embedded_by_another_model_are_processed_again(tmp_path: Path,
+                                                              pipeline: Pipeline,
+                                                              identity_photos) -> None:
+    session = make_session(tmp_path, pipeline)
+    (tmp_path / "inbox").mkdir()
+    photo = tmp_path / "inbox/j.jpg"
+    shutil.copy2(identity_photos["Juanes"][0], photo)
+    session.register(photo)
+    session.process(session.queued())
+    sha = session.photos()[0].sha256
+    with session.ledger.transaction():  # as if an earlier embedder had made these
+        session.ledger._db.execute("UPDATE faces SET model_id='old-model'")
+    session.start()
+    assert [p.sha256 for p in session.queued()] == [sha]
+    session.process(session.queued())
+    assert session.ledger.faces(sha)[0].model_id == pipeline.model_id
+    assert session.photos()[0].state == "to review"
+    session.close()

@@ -200,6 +200,19 @@ class Ledger:
                 (state, width, height, model_id, now, state, REVIEWED, now, sha256),
             )
 
+    def requeue_other_models(self, model_id: str) -> int:
+        """Queue again the photos still under review whose faces were embedded by another
+        model (the user switched embedders): their embeddings cannot be compared. A photo
+        with any decision already made keeps its faces, so no decision is ever lost."""
+        with self.transaction():
+            cursor = self._db.execute(
+                "UPDATE photos SET state=? WHERE state=? AND sha256 IN "
+                "(SELECT photo_sha FROM faces WHERE model_id != ?) AND sha256 NOT IN "
+                "(SELECT photo_sha FROM faces WHERE decision IS NOT NULL)",
+                (QUEUED, REVIEW, model_id),
+            )
+            return cursor.rowcount
+
     # -- faces and decisions --------------------------------------------------------------
     def faces(self, sha256: str | None = None) -> list[FaceRow]:
         query = ("SELECT id, photo_sha, face_index, box, model_id, embedding, decision, "

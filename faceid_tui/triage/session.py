@@ -114,6 +114,7 @@ class TriageSession:
         """Load the bank (embedding photos added by hand) and the matcher. Slow: models load."""
         self.bank.sync()
         with self._lock:
+            self.ledger.requeue_other_models(self.pipeline.model_id)
             self._matcher = None
             self._matches.clear()
 

@@ -146,7 +146,7 @@ class FaceIdApp(App[None]):
 
     def update_status(self) -> None:
         session = self.session
-        photos = session.photos()
+        photos = session.ledger.photos()  # states only: no matching needed here
         waiting = sum(p.state in ("queued", "processing") for p in photos)
         to_review = sum(p.state == "to review" for p in photos)
         errors = sum(p.state == "error" for p in photos)
