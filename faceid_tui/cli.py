@@ -27,6 +27,7 @@ from faceid_tui.engine.decode import is_image_name
 from faceid_tui.engine.models import ModelStore
 from faceid_tui.engine.pipeline import FaceResult, PhotoResult
 from faceid_tui.errors import BankError, FaceIdError, InvalidNameError
+from faceid_tui.fsutil import remove_stale_temp_files
 
 EXIT_OK, EXIT_FILE_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -252,6 +253,8 @@ def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
     bank = open_bank(settings, pipeline)
     try:
         sync_bank(bank, show_progress=not args.json)
+        if args.annotate is not None:
+            remove_stale_temp_files(args.annotate)  # left by an earlier run that was killed
         matcher = bank.matcher()
         failed = 0
         table = Table("photo", "faces", "names (score)", "status", header_style="bold")

@@ -112,6 +112,13 @@ def test_annotated_scan_killed_at_random_leaves_only_complete_files(
         if out.exists():
             assert_no_half_written_files(out)
     assert integrity(tmp_path / "bank" / ".faceid-bank.sqlite3") == "ok"
+    # A restart carries on: the whole scan completes and every photo has its pair of files.
+    final = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr
+    photos = list((faces_dir / "identities").glob("*/*"))
+    assert len(list(out.glob("*.faceid.json"))) == len({p.stem for p in photos})
+    assert_no_half_written_files(out)
+    assert not list(out.glob(".*.tmp"))  # leftovers of killed writes were cleaned up
 
 
 def test_triage_decisions_killed_at_random_are_kept(tmp_path: Path, pipeline: Pipeline,

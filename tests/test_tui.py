@@ -145,3 +145,23 @@ async def test_quit_and_restart_keep_every_decision(tmp_path: Path, pipeline: Pi
             assert {sha: again.session.faces(sha) for sha in after} == decisions
     assert counter.faces == 0  # nothing re-processed
     again.session.close()
+
+
+async def test_a_broken_model_file_is_reported_not_hidden(tmp_path: Path, pipeline: Pipeline,
+                                                          models_dir: Path) -> None:
+    from faceid_tui.engine.models import ModelStore
+    from faceid_tui.engine.pipeline import Pipeline as FreshPipeline
+
+    broken_models = tmp_path / "models"
+    broken_models.mkdir()
+    for model_file in models_dir.iterdir():
+        if model_file.suffix == ".pt":  # a damaged copy of the weights
+            (broken_models / model_file.name).write_bytes(b"corrupt")
+        else:
+            shutil.copy2(model_file, broken_models / model_file.name)
+    session = make_session(tmp_path, FreshPipeline(ModelStore(broken_models)))
+    app = FaceIdApp(session, images="none", watch=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.model_state.startswith("stopped"))
+        assert "corrupt" in app.model_state
+    session.close()

@@ -24,7 +24,7 @@ from faceid_tui.engine.annotation import FaceLabel, write_annotated
 from faceid_tui.engine.decode import load_rgb
 from faceid_tui.engine.pipeline import Pipeline
 from faceid_tui.errors import FaceIdError
-from faceid_tui.fsutil import sha256_file
+from faceid_tui.fsutil import remove_stale_temp_files, sha256_file
 from faceid_tui.triage.ledger import (
     CONFIRMED,
     ERROR,
@@ -113,6 +113,7 @@ class TriageSession:
     def start(self) -> None:
         """Load the bank (embedding photos added by hand) and the matcher. Slow: models load."""
         self.bank.sync()
+        remove_stale_temp_files(self.paths.out)  # left by a write that was killed
         with self._lock:
             self.ledger.requeue_other_models(self.pipeline.model_id)
             self._matcher = None

@@ -12,7 +12,7 @@ from pathlib import Path
 from textual import work
 from textual.app import App
 from textual.widgets import Static
-from textual.worker import get_current_worker
+from textual.worker import Worker, WorkerState, get_current_worker
 
 from faceid_tui.bank.journal import BankJournal
 from faceid_tui.triage.inbox import ArrivalTracker, InboxWatcher, existing_photos
@@ -133,6 +133,18 @@ class FaceIdApp(App[None]):
         self.refresh_screens(message.changed or None)
         if isinstance(self.screen, TriageScreen):
             self.screen.after_decision()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """Any worker that dies with an exception says so, instead of failing silently."""
+        if event.state != WorkerState.ERROR:
+            return
+        error = event.worker.error
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if event.worker.group == "processing":
+            self.model_state = f"stopped: {reason}"
+            self.update_status()
+        self.notify(f"{event.worker.description or event.worker.name}: {reason}",
+                    severity="error", timeout=10)
 
     def on_worker_failed(self, message: WorkerFailed) -> None:
         self.notify(message.message, severity="error", timeout=6)
