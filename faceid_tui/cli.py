@@ -25,7 +25,7 @@ from faceid_tui.bank.matching import DEFAULT_THRESHOLD, FaceMatch
 from faceid_tui.config import Settings, build_pipeline, open_bank, open_session
 from faceid_tui.engine.decode import is_image_name
 from faceid_tui.engine.models import ModelStore
-from faceid_tui.engine.pipeline import FaceResult, PhotoResult
+from faceid_tui.engine.pipeline import DEFAULT_CHUNK, FaceResult, PhotoResult
 from faceid_tui.errors import BankError, FaceIdError, InvalidNameError
 from faceid_tui.fsutil import remove_stale_temp_files
 
@@ -259,7 +259,10 @@ def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
         failed = 0
         table = Table("photo", "faces", "names (score)", "status", header_style="bold")
         with progress_bar(len(photos), "scanning", enabled=not args.json) as advance:
-            for result in pipeline.run(photos, keep_images=args.annotate is not None):
+            # Annotating keeps decoded photos until their chunk is embedded: smaller chunks.
+            annotate = args.annotate is not None
+            for result in pipeline.run(photos, keep_images=annotate,
+                                       chunk_size=8 if annotate else DEFAULT_CHUNK):
                 embedded = [face for face in result.faces if face.embedding is not None]
                 matches = matcher.match_photo(
                     np.stack([face.embedding for face in embedded])) if embedded else []
