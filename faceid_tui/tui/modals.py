@@ -27,7 +27,7 @@ class NameScreen(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
             yield Label(self.title_text, id="dialog-title")
-            yield Input(value=self.initial, placeholder="name (tab completes a known name)",
+            yield Input(value=self.initial, placeholder="name (→ completes a known name)",
                         suggester=SuggestFromList(self.names, case_sensitive=False),
                         id="name-input")
             yield Label("enter: save · esc: cancel", id="dialog-error")
