@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import csv
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from faceid_tui.engine.pipeline import Pipeline
+from faceid_tui.engine.pipeline import FaceResult, PhotoResult, Pipeline
 
 
 @dataclass(frozen=True)
@@ -63,22 +64,39 @@ def best_threshold_interval(scores: np.ndarray, same: np.ndarray) -> tuple[float
     return float(best), low, float(cuts[last])
 
 
+@dataclass
+class PhotoVectors:
+    """One embedding per photo, and how it was found."""
+
+    vectors: dict[Path, np.ndarray] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    no_face: int = 0  # photos embedded from a centre crop
+    several_faces: int = 0
+
+
+def embed_one_face_each(pipeline: Pipeline, paths: list[Path],
+                        choose: Callable[[PhotoResult], FaceResult | None]) -> PhotoVectors:
+    """Embed the face ``choose`` picks in each photo (a centre crop when none is detected)."""
+    found = PhotoVectors()
+    for result in pipeline.run(paths, fallback_center=True):
+        if result.error:
+            found.errors[str(result.path)] = result.error
+            continue
+        face = choose(result)
+        if face is None or face.embedding is None:
+            continue
+        found.no_face += int(face.fallback)
+        found.several_faces += int(len(result.faces) > 1)
+        found.vectors[result.path] = face.embedding
+    return found
+
+
 def evaluate_pairs(pipeline: Pipeline, csv_path: Path, threshold: float) -> PairsEvaluation:
     """Accuracy of ``threshold`` on a pairs CSV (largest face; centre crop when none found)."""
     pairs = read_pairs_csv(csv_path)
     paths = sorted({p for a, b, _ in pairs for p in (a, b)})
-    vectors: dict[Path, np.ndarray] = {}
-    errors: dict[str, str] = {}
-    no_face = 0
-    for result in pipeline.run(paths, fallback_center=True):
-        if result.error:
-            errors[str(result.path)] = result.error
-            continue
-        face = result.largest_face()
-        if face is None or face.embedding is None:
-            continue
-        no_face += int(face.fallback)
-        vectors[result.path] = face.embedding
+    found = embed_one_face_each(pipeline, paths, PhotoResult.largest_face)
+    vectors, errors, no_face = found.vectors, found.errors, found.no_face
     usable = [(a, b, s) for a, b, s in pairs if a in vectors and b in vectors]
     scores = np.array([float(vectors[a] @ vectors[b]) for a, b, _ in usable])
     same = np.array([s for _, _, s in usable], dtype=bool)
@@ -207,19 +225,8 @@ def evaluate_lfw(pipeline: Pipeline, lfw_dir: Path, limit: int | None = None) ->
     if limit:
         pairs = subset(pairs, limit)
     paths = sorted({p for pair in pairs for p in (pair.path_a, pair.path_b)})
-    vectors: dict[Path, np.ndarray] = {}
-    errors: dict[str, str] = {}
-    no_face = several = 0
-    for result in pipeline.run(paths, fallback_center=True):
-        if result.error:
-            errors[str(result.path)] = result.error
-            continue
-        face = result.central_face()
-        if face is None or face.embedding is None:
-            continue
-        no_face += int(face.fallback)
-        several += int(len(result.faces) > 1)
-        vectors[result.path] = face.embedding
+    found = embed_one_face_each(pipeline, paths, PhotoResult.central_face)
+    vectors = found.vectors
     usable = [p for p in pairs if p.path_a in vectors and p.path_b in vectors]
     scores = np.array([float(vectors[p.path_a] @ vectors[p.path_b]) for p in usable])
     same = np.array([p.same for p in usable], dtype=bool)
@@ -231,6 +238,7 @@ def evaluate_lfw(pipeline: Pipeline, lfw_dir: Path, limit: int | None = None) ->
         roc_auc=roc_auc(scores, same), eer=equal_error_rate(scores, same),
         tar_at_far_1e2=tar_at_far(scores, same, 1e-2)[0],
         tar_at_far_1e3=tar_at_far(scores, same, 1e-3)[0],
-        images=len(paths), no_face_center_crop=no_face, several_faces_nearest_center=several,
-        errors=errors, seconds=time.perf_counter() - started,
+        images=len(paths), no_face_center_crop=found.no_face,
+        several_faces_nearest_center=found.several_faces, errors=found.errors,
+        seconds=time.perf_counter() - started,
     )
