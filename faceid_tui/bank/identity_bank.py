@@ -99,34 +99,29 @@ class IdentityBank:
             raise BankError(f"identity name {name!r} does not map to a folder inside {self.folder}")
         return folder
 
-    def _disk_photos(self) -> dict[str, tuple[str, Path]]:
-        """``rel_path -> (identity, path)`` for every photo in every identity folder."""
-        found: dict[str, tuple[str, Path]] = {}
+    def _identity_folders(self) -> list[Path]:
+        """Every folder that is an identity: visible, not a link, with a valid NFC name
+        (faceid never creates other folders; anything else is left alone)."""
+        folders = []
         for entry in sorted(self.folder.iterdir()):
             if not entry.is_dir() or entry.is_symlink() or entry.name.startswith("."):
                 continue
             try:
-                name = validate_identity_name(entry.name)
+                if validate_identity_name(entry.name) == entry.name:
+                    folders.append(entry)
             except FaceIdError:
                 continue
-            if name != entry.name:
-                continue  # not NFC on disk; faceid never creates such folders
-            remove_stale_temp_files(entry)  # left by a write that was killed
-            for photo in sorted(entry.iterdir()):
-                if photo.is_file() and not photo.is_symlink() and is_image_name(photo):
-                    found[f"{name}/{photo.name}"] = (name, photo)
-        return found
+        return folders
 
-    def _identity_folders(self) -> list[str]:
-        names = []
-        for entry in self.folder.iterdir():
-            if entry.is_dir() and not entry.is_symlink() and not entry.name.startswith("."):
-                try:
-                    if validate_identity_name(entry.name) == entry.name:
-                        names.append(entry.name)
-                except FaceIdError:
-                    continue
-        return sorted(names)
+    def _disk_photos(self, folders: list[Path]) -> dict[str, tuple[str, Path]]:
+        """``rel_path -> (identity, path)`` for every photo in the given identity folders."""
+        found: dict[str, tuple[str, Path]] = {}
+        for folder in folders:
+            remove_stale_temp_files(folder)  # left by a write that was killed
+            for photo in sorted(folder.iterdir()):
+                if photo.is_file() and not photo.is_symlink() and is_image_name(photo):
+                    found[f"{folder.name}/{photo.name}"] = (folder.name, photo)
+        return found
 
     # -- sync -----------------------------------------------------------------------------
     def sync(self, progress: Callable[[int, int], None] | None = None) -> SyncReport:
@@ -134,7 +129,9 @@ class IdentityBank:
 
         ``progress(done, total)`` is called as new photos are embedded."""
         report = SyncReport()
-        on_disk = self._disk_photos()
+        identity_folders = self._identity_folders()
+        folders = [folder.name for folder in identity_folders]
+        on_disk = self._disk_photos(identity_folders)
         known = {record.rel_path: record for record in self.store.photos()}
         updates: list[PhotoRecord] = []
         for rel_path, (identity, path) in on_disk.items():
@@ -153,7 +150,6 @@ class IdentityBank:
             elif old.sha256 != digest:
                 report.changed.append(rel_path)
         gone = sorted(set(known) - set(on_disk))
-        folders = self._identity_folders()
         with self.store.transaction():
             for name in folders:
                 self.store.ensure_identity(name)
@@ -233,9 +229,8 @@ class IdentityBank:
         except OSError as exc:
             return EnrolResult(result.path, None, f"cannot read file: {exc.strerror or exc}")
         digest = sha256_bytes(data)
-        for record in self.store.photos():
-            if record.identity == name and record.sha256 == digest:
-                return EnrolResult(result.path, record.rel_path, already_enrolled=True)
+        if existing := self._enrolled_copy(name, digest):
+            return EnrolResult(result.path, existing, already_enrolled=True)
         target = _free_name(folder, _bank_file_name(result.path))
         rel_path = f"{name}/{target.name}"
         with self.store.transaction():
@@ -268,9 +263,8 @@ class IdentityBank:
             data = encode_jpeg(crop)
             filename = f"{Path(source).stem.lstrip('.') or 'photo'}-face{face_number}.jpg"
         digest = sha256_bytes(data)
-        for record in self.store.photos():
-            if record.identity == name and record.sha256 == digest:
-                return FaceEnrolment(record.rel_path, False, already_enrolled=True)
+        if existing := self._enrolled_copy(name, digest):
+            return FaceEnrolment(existing, False, already_enrolled=True)
         target = _free_name(folder, filename)
         rel_path = f"{name}/{target.name}"
         with self.store.transaction():
@@ -296,6 +290,11 @@ class IdentityBank:
             if drop_empty_identity and not self.identity_photos(name):
                 self.store.delete_identity(name)
                 _remove_folder(path.parent)
+
+    def _enrolled_copy(self, name: str, digest: str) -> str | None:
+        """The bank photo of ``name`` with this content, if it is enrolled already."""
+        return next((record.rel_path for record in self.store.photos()
+                     if record.identity == name and record.sha256 == digest), None)
 
     def rename(self, old: str, new: str) -> None:
         old, new = validate_identity_name(old), validate_identity_name(new)

@@ -198,18 +198,15 @@ class TriageScreen(TwoTableScreen):
                                         face.name or ""), named)
 
     def action_reject(self) -> None:
-        face = self.selected_face()
-        if face is not None and not face.decided:
-            session = self.app.session
-            self.run_step(lambda: session.reject(face.face_id)
-                          or f"face {face.number}: rejected")
+        self._decide_selected(self.app.session.reject, "rejected")
 
     def action_unknown(self) -> None:
+        self._decide_selected(self.app.session.leave_unknown, "left unknown")
+
+    def _decide_selected(self, decide: Callable[[int], None], label: str) -> None:
         face = self.selected_face()
         if face is not None and not face.decided:
-            session = self.app.session
-            self.run_step(lambda: session.leave_unknown(face.face_id)
-                          or f"face {face.number}: left unknown")
+            self.run_step(lambda: decide(face.face_id) or f"face {face.number}: {label}")
 
     def action_confirm_all(self) -> None:
         if self.current_sha:
