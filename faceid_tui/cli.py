@@ -20,8 +20,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from faceid_tui.bank.calibration import Calibration
 from faceid_tui.bank.identity_bank import IdentityBank, SyncReport
 from faceid_tui.bank.matching import DEFAULT_THRESHOLD, FaceMatch
+from faceid_tui.bank.thresholds import DEFAULT_FPIR, ThresholdChoice
 from faceid_tui.config import Settings, build_pipeline, open_bank, open_session
 from faceid_tui.engine.decode import is_image_name
 from faceid_tui.engine.models import ModelStore
@@ -63,8 +65,12 @@ def _engine_options(*, suppress: bool) -> argparse.ArgumentParser:
                        help="where FaceNet runs (default: auto = cuda when available)")
     group.add_argument("--threads", type=int, default=default(None), metavar="N",
                        help="torch CPU threads (default: every available core)")
-    group.add_argument("--threshold", type=float, default=default(DEFAULT_THRESHOLD),
-                       metavar="T", help=f"match threshold, cosine (default: {DEFAULT_THRESHOLD})")
+    group.add_argument("--threshold", type=float, default=default(None), metavar="T",
+                       help="match threshold, cosine (default: the one saved by `faceid "
+                            "calibrate --save`, else chosen for the bank's size so that "
+                            "at most --fpir of strangers get a name)")
+    group.add_argument("--fpir", type=float, default=default(DEFAULT_FPIR), metavar="RATE",
+                       help=f"target share of strangers wrongly named (default: {DEFAULT_FPIR})")
     return parser
 
 
@@ -148,6 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true")
     models.add_argument("--force", action="store_true", help="re-create every file")
 
+    calibrate = commands.add_parser(
+        "calibrate", parents=[common],
+        help="measure your bank: genuine vs impostor scores, the threshold for --fpir")
+    calibrate.add_argument("--save", action="store_true",
+                           help="save the threshold to <bank>/faceid.toml for this model")
+    calibrate.add_argument("--json", action="store_true")
+
     evaluate = commands.add_parser("eval", parents=[common], help="measure accuracy")
     eval_commands = evaluate.add_subparsers(dest="eval_command", metavar="BENCHMARK",
                                             required=True)
@@ -155,23 +168,29 @@ def build_parser() -> argparse.ArgumentParser:
                                      help="accuracy on a path_a,path_b,same CSV")
     pairs.add_argument("csv", type=Path, metavar="CSV")
     pairs.add_argument("--json", action="store_true")
+    pairs.add_argument("--plot", type=Path, metavar="FILE.png",
+                       help="also draw the ROC curve and the score histograms")
     lfw = eval_commands.add_parser("lfw", parents=[common],
                                    help="LFW View 2: 10-fold accuracy, ROC AUC, EER, TAR@FAR")
     lfw.add_argument("lfw_dir", type=Path, metavar="DIR",
                      help="folder with pairs.txt and the person folders (or images/)")
     lfw.add_argument("--limit", type=int, metavar="N", help="about N pairs, for a quick run")
     lfw.add_argument("--json", action="store_true")
+    lfw.add_argument("--plot", type=Path, metavar="FILE.png",
+                     help="also draw the ROC curve and the score histograms")
     return parser
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
     if args.upsample is not None and not 0 <= args.upsample <= 4:
         raise UsageError("--upsample must be between 0 and 4")
-    if not -1.0 <= args.threshold <= 1.0:
+    if args.threshold is not None and not -1.0 <= args.threshold <= 1.0:
         raise UsageError("--threshold is a cosine similarity between -1 and 1")
+    if not 0.0 < args.fpir < 1.0:
+        raise UsageError("--fpir is a rate between 0 and 1, e.g. 0.01 for 1 %")
     return Settings(bank_dir=args.bank, models_dir=args.models, detector=args.detector,
                     upsample=args.upsample, min_face_size=args.min_face, device=args.device,
-                    threads=args.threads, threshold=args.threshold)
+                    threads=args.threads, threshold=args.threshold, fpir=args.fpir)
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -256,6 +275,7 @@ def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
         if args.annotate is not None:
             remove_stale_temp_files(args.annotate)  # left by an earlier run that was killed
         matcher = bank.matcher()
+        threshold = bank.threshold_in_force
         failed = 0
         table = Table("photo", "faces", "names (score)", "status", header_style="bold")
         with progress_bar(len(photos), "scanning", enabled=not args.json) as advance:
@@ -266,7 +286,7 @@ def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
                 embedded = [face for face in result.faces if face.embedding is not None]
                 matches = matcher.match_photo(
                     np.stack([face.embedding for face in embedded])) if embedded else []
-                record = photo_record(result, pipeline.model_id, settings.threshold, matches)
+                record = photo_record(result, pipeline.model_id, threshold, matches)
                 if result.error:
                     failed += 1
                 elif args.annotate is not None and result.image is not None:
@@ -283,13 +303,14 @@ def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
         if not args.json:
             stdout.print(table)
             stdout.print(f"[dim]{len(photos)} photo(s), {failed} failed · model "
-                         f"{pipeline.model_id} · threshold {settings.threshold:.3f}[/dim]")
+                         f"{pipeline.model_id} · threshold {threshold.value:.3f} "
+                         f"({escape(threshold.source)}: {escape(threshold.detail)})[/dim]")
         return EXIT_FILE_FAILED if failed else EXIT_OK
     finally:
         bank.close()
 
 
-def photo_record(result: PhotoResult, model_id: str, threshold: float,
+def photo_record(result: PhotoResult, model_id: str, threshold: ThresholdChoice,
                  matches: list[FaceMatch]) -> dict[str, object]:
     embedded = [face for face in result.faces if face.embedding is not None]
     return {
@@ -297,7 +318,8 @@ def photo_record(result: PhotoResult, model_id: str, threshold: float,
         "width": result.width,
         "height": result.height,
         "model": model_id,
-        "threshold": threshold,
+        "threshold": round(threshold.value, 4),
+        "threshold_source": threshold.source,
         "error": result.error,
         "faces": [face_record(face, match) for face, match in zip(embedded, matches,
                                                                    strict=True)],
@@ -457,7 +479,16 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     if not args.csv.is_file():
         raise UsageError(f"{args.csv} does not exist; give a CSV with path_a,path_b,same")
     pipeline = build_pipeline(settings)
-    evaluation = evaluate_pairs(pipeline, args.csv, settings.threshold)
+    threshold = DEFAULT_THRESHOLD if settings.threshold is None else settings.threshold
+    evaluation = evaluate_pairs(pipeline, args.csv, threshold)
+    if args.plot is not None and evaluation.pairs:
+        from faceid_tui.engine.plots import write_evaluation_plot
+
+        write_evaluation_plot(args.plot, evaluation.scores, evaluation.same_labels,
+                              f"{args.csv.name}: {evaluation.pairs} pairs · "
+                              f"{pipeline.model_id}", threshold)
+        if not args.json:
+            stdout.print(f"plot written to {escape(str(args.plot))}")
     if args.json:
         print_json({"model": pipeline.model_id, **evaluation.as_dict()})
     else:
@@ -480,6 +511,12 @@ def cmd_eval_lfw(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"{args.lfw_dir} has no pairs.txt; give the LFW folder")
     pipeline = build_pipeline(settings)
     result = evaluate_lfw(pipeline, args.lfw_dir, args.limit)
+    if args.plot is not None and result.pairs:
+        from faceid_tui.engine.plots import write_evaluation_plot
+
+        write_evaluation_plot(args.plot, result.scores, result.same,
+                              f"LFW View 2: {result.pairs} pairs, accuracy "
+                              f"{result.accuracy_mean:.4f} · {pipeline.model_id}")
     setup = {"model": pipeline.model_id, "detector": settings.detector,
              "upsample": "auto" if settings.upsample is None else settings.upsample}
     if args.json:
@@ -496,9 +533,83 @@ def cmd_eval_lfw(args: argparse.Namespace, settings: Settings) -> int:
         stdout.print(f"no face detected: {result.no_face_center_crop} (centre crop used); "
                      f"several faces: {result.several_faces_nearest_center} "
                      "(the one nearest the centre scored)")
+        if result.impostor_curve:
+            stdout.print(f"impostor curve ({result.impostor_pairs:,} pairs of images of "
+                         "different people): " + ", ".join(
+                             f"FAR {far:.0e} ≥ {threshold:.3f}"
+                             for far, threshold in result.impostor_curve))
+        if args.plot is not None:
+            stdout.print(f"plot written to {escape(str(args.plot))}")
         for path, error in result.errors.items():
             stderr.print(f"[red]{escape(path)}: {escape(error)}[/red]")
     return EXIT_FILE_FAILED if result.errors else EXIT_OK
+
+
+def cmd_calibrate(args: argparse.Namespace, settings: Settings) -> int:
+    from faceid_tui.bank.calibration import calibrate
+    from faceid_tui.bank.thresholds import save_threshold
+
+    pipeline = build_pipeline(settings)
+    bank = open_bank(settings, pipeline)
+    try:
+        sync_bank(bank, show_progress=not args.json)
+        names, _paths, samples = bank.store.samples(pipeline.model_id)
+        result = calibrate(names, samples, pipeline.model_id, settings.fpir)
+        saved = None
+        if args.save:
+            saved = save_threshold(bank.folder, pipeline.model_id, result.threshold.value,
+                                   settings.fpir, result.samples)
+    finally:
+        bank.close()
+    if args.json:
+        print_json({**result.as_dict(), "saved_to": None if saved is None else str(saved)})
+        return EXIT_OK
+    print_calibration(result)
+    if saved is not None:
+        stdout.print(f"saved: threshold {result.threshold.value:.3f} for {pipeline.model_id} "
+                     f"in {escape(str(saved))}")
+    else:
+        stdout.print("[dim]not saved (add --save to use this threshold from now on)[/dim]")
+    return EXIT_OK
+
+
+def print_calibration(result: Calibration) -> None:
+    from faceid_tui.bank.calibration import QUANTILES, histogram
+
+    stdout.print(f"bank: {result.identities} identities, {result.samples} samples · "
+                 f"{result.model_id}")
+    stdout.print(f"scores: {len(result.genuine):,} genuine pairs (same identity), "
+                 f"{len(result.impostor):,} impostor pairs (different identities)")
+    quantiles = Table("", *(f"{q:.0%}" if 0 < q < 1 else ("min" if q == 0 else "max")
+                            for q in QUANTILES), header_style="bold", title="score quantiles")
+    for label, scores in (("genuine", result.genuine), ("impostor", result.impostor)):
+        values = result.quantiles(scores)
+        quantiles.add_row(label, *([f"{v:.2f}" for v in values] or ["-"] * len(QUANTILES)))
+    stdout.print(quantiles)
+    edges = np.round(np.arange(-0.2, 1.0001, 0.1), 2)
+    genuine, impostor = histogram(result.genuine, edges), histogram(result.impostor, edges)
+    bars = Table("score", "genuine", "impostor", header_style="bold", box=None,
+                 title="score histogram (each column scaled to its largest bin)")
+    for low, high, g, i in zip(edges[:-1], edges[1:], genuine, impostor, strict=True):
+        marker = " ◀ threshold" if low <= result.threshold.value < high else ""
+        bars.add_row(f"{low:+.1f}…{high:+.1f}{marker}",
+                     f"[green]{'█' * round(20 * g / max(1, genuine.max()))}[/green] {g}",
+                     f"[red]{'█' * round(20 * i / max(1, impostor.max()))}[/red] {i}")
+    stdout.print(bars)
+    stdout.print(f"target FPIR {result.fpir:.1%} over {result.samples} samples → per-comparison "
+                 f"FAR {result.far:.1e}")
+    if result.bank_threshold is not None:
+        stdout.print(f"threshold read off this bank: {result.bank_threshold:.3f}")
+    stdout.print(f"built-in impostor curve: {result.curve.value:.3f} "
+                 f"({escape(result.curve.detail)})")
+    stdout.print(f"[bold]threshold for FPIR {result.fpir:.1%}: {result.threshold.value:.3f}"
+                 f"[/bold] ({escape(result.threshold.source)})")
+    if result.unnamed_share is not None:
+        stdout.print(f"known people it would leave unnamed: {result.unnamed_share:.1%} "
+                     f"(each of {len(result.best_genuine)} samples matched against the rest of "
+                     "its identity)")
+    for note in result.notes:
+        stdout.print(f"[yellow]note: {escape(note)}[/yellow]")
 
 
 def run_app(args: argparse.Namespace, settings: Settings) -> int:
@@ -523,12 +634,14 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     command = [sys.executable, "-m", "faceid_tui", "--bank", str(settings.bank_dir),
                "--models", str(settings.models_dir), "--detector", settings.detector,
-               "--device", settings.device, "--threshold", str(settings.threshold),
+               "--device", settings.device, "--fpir", str(settings.fpir),
                "--inbox", str(args.inbox), "--out", str(args.out), "--images", "halfcell"]
     if args.move_done is not None:
         command += ["--move-done", str(args.move_done)]
     if settings.upsample is not None:
         command += ["--upsample", str(settings.upsample)]
+    if settings.threshold is not None:
+        command += ["--threshold", str(settings.threshold)]
     Server(shlex.join(command), host=args.host, port=args.port, title="faceid").serve()
     return EXIT_OK
 
@@ -536,6 +649,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "scan": cmd_scan, "enroll": cmd_enroll, "enrol": cmd_enroll, "bank": cmd_bank,
     "embed": cmd_embed, "models": cmd_models, "eval": cmd_eval, "serve": cmd_serve,
+    "calibrate": cmd_calibrate,
 }
 
 

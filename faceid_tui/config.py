@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from faceid_tui.bank.identity_bank import IdentityBank
-from faceid_tui.bank.matching import AMBIGUOUS_MARGIN, DEFAULT_THRESHOLD
+from faceid_tui.bank.matching import AMBIGUOUS_MARGIN
+from faceid_tui.bank.thresholds import DEFAULT_FPIR
 from faceid_tui.engine.detection import DetectorOptions
 from faceid_tui.engine.embedding import EmbedderOptions
 from faceid_tui.engine.models import ModelStore
@@ -26,7 +27,8 @@ class Settings:
     device: str = "auto"
     threads: int | None = None
     batch_size: int = 32
-    threshold: float = DEFAULT_THRESHOLD
+    threshold: float | None = None  # None: chosen for the bank's size (bank/thresholds.py)
+    fpir: float = DEFAULT_FPIR
     ambiguous_margin: float = AMBIGUOUS_MARGIN
 
     def pipeline_options(self) -> PipelineOptions:
@@ -54,4 +56,4 @@ def build_pipeline(settings: Settings) -> Pipeline:
 
 def open_bank(settings: Settings, pipeline: Pipeline) -> IdentityBank:
     return IdentityBank(settings.bank_dir, pipeline, threshold=settings.threshold,
-                        ambiguous_margin=settings.ambiguous_margin)
+                        ambiguous_margin=settings.ambiguous_margin, fpir=settings.fpir)

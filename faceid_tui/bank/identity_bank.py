@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from faceid_tui.bank.matching import AMBIGUOUS_MARGIN, DEFAULT_THRESHOLD, Matcher
+from faceid_tui.bank.matching import AMBIGUOUS_MARGIN, Matcher
 from faceid_tui.bank.names import validate_identity_name
 from faceid_tui.bank.store import (
     DATABASE_NAME,
@@ -31,6 +31,12 @@ from faceid_tui.bank.store import (
     IdentitySummary,
     PhotoRecord,
     SqliteBankStore,
+)
+from faceid_tui.bank.thresholds import (
+    DEFAULT_FPIR,
+    ThresholdChoice,
+    curve_threshold,
+    saved_threshold,
 )
 from faceid_tui.engine.alignment import crop_with_margin
 from faceid_tui.engine.decode import is_image_name, load_rgb
@@ -78,14 +84,17 @@ class IdentityBank:
     embedding, so listing a bank that is in sync costs no model load."""
 
     def __init__(self, folder: Path, pipeline: Pipeline, *, store: BankStore | None = None,
-                 threshold: float = DEFAULT_THRESHOLD,
-                 ambiguous_margin: float = AMBIGUOUS_MARGIN) -> None:
+                 threshold: float | None = None,
+                 ambiguous_margin: float = AMBIGUOUS_MARGIN,
+                 fpir: float = DEFAULT_FPIR) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.pipeline = pipeline
         self.store: BankStore = store or SqliteBankStore(self.folder / DATABASE_NAME)
-        self.threshold = threshold
+        self.requested_threshold = threshold  # None: chosen from the bank's size
+        self.fpir = fpir
         self.ambiguous_margin = ambiguous_margin
+        self._threshold_choice: ThresholdChoice | None = None
 
     def close(self) -> None:
         self.store.close()
@@ -196,9 +205,33 @@ class IdentityBank:
             raise BankError(f"no identity named {name!r} in {self.folder}")
         return [record for record in self.store.photos() if record.identity == name]
 
+    def threshold_choice(self, samples: int | None = None) -> ThresholdChoice:
+        """The threshold in force and why (see :mod:`faceid_tui.bank.thresholds`)."""
+        if self.requested_threshold is not None:
+            return ThresholdChoice(self.requested_threshold, "--threshold", "given by the user")
+        model_id = self.pipeline.model_id
+        saved = saved_threshold(self.folder, model_id)
+        if saved is not None:
+            return saved
+        if samples is None:
+            samples = len(self.store.samples(model_id)[0])
+        return curve_threshold(model_id, samples, self.fpir)
+
+    @property
+    def threshold_in_force(self) -> ThresholdChoice:
+        """What the last matcher used (or the bank as it is now), with its reason."""
+        if self._threshold_choice is None:
+            self._threshold_choice = self.threshold_choice()
+        return self._threshold_choice
+
+    @property
+    def threshold(self) -> float:
+        return self.threshold_in_force.value
+
     def matcher(self) -> Matcher:
         names, _paths, matrix = self.store.samples(self.pipeline.model_id)
-        return Matcher(names, matrix, threshold=self.threshold,
+        self._threshold_choice = self.threshold_choice(len(names))
+        return Matcher(names, matrix, threshold=self._threshold_choice.value,
                        ambiguous_margin=self.ambiguous_margin)
 
     # -- changes --------------------------------------------------------------------------

@@ -30,9 +30,13 @@ class PairsEvaluation:
     best_threshold_high: float
     no_face: int
     errors: dict[str, str]
+    # For plots; not part of the JSON report.
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    same_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)
 
     def as_dict(self) -> dict[str, object]:
-        return dict(self.__dict__)
+        return {key: value for key, value in self.__dict__.items()
+                if key not in ("scores", "same_labels")}
 
 
 def read_pairs_csv(csv_path: Path) -> list[tuple[Path, Path, bool]]:
@@ -105,7 +109,7 @@ def evaluate_pairs(pipeline: Pipeline, csv_path: Path, threshold: float) -> Pair
         pairs=len(usable), same=int(same.sum()), different=int((~same).sum()),
         threshold=threshold, accuracy=accuracy_at(scores, same, threshold),
         best_accuracy=best, best_threshold_low=low, best_threshold_high=high,
-        no_face=no_face, errors=errors,
+        no_face=no_face, errors=errors, scores=scores, same_labels=same,
     )
 
 
@@ -197,6 +201,40 @@ def tar_at_far(scores: np.ndarray, same: np.ndarray, far: float) -> tuple[float,
     return float((scores[same] >= threshold).mean()), threshold
 
 
+#: Per-comparison FARs at which ``evaluate_lfw`` reports the impostor curve.
+CURVE_FARS = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6)
+
+
+def impostor_scores(vectors: np.ndarray, identities: list[str],
+                    block: int = 1024) -> np.ndarray:
+    """Cosine similarity of every pair of rows with different identities (each pair once)."""
+    labels = np.array(identities, dtype=object)
+    vectors = np.asarray(vectors, dtype=np.float32)
+    parts = []
+    for start in range(0, len(vectors), block):
+        rows = slice(start, start + block)
+        scores = vectors[rows] @ vectors.T
+        index = np.arange(start, min(start + block, len(vectors)))
+        keep = (np.arange(len(vectors))[None, :] > index[:, None]) \
+            & (labels[rows][:, None] != labels[None, :])
+        parts.append(scores[keep])
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
+def impostor_curve(impostors: np.ndarray,
+                   fars: tuple[float, ...] = CURVE_FARS) -> list[tuple[float, float]]:
+    """``(far, threshold)`` with ``far`` of the impostor scores ``>= threshold``; FARs that
+    fewer than 10 impostors would measure are left out."""
+    ranked = np.sort(impostors)[::-1]
+    curve = []
+    for far in fars:
+        allowed = int(np.floor(far * len(ranked)))
+        if allowed < 10:
+            break
+        curve.append((far, round(float(ranked[allowed]) + 1e-6, 4)))
+    return curve
+
+
 @dataclass
 class LfwEvaluation:
     pairs: int
@@ -210,11 +248,17 @@ class LfwEvaluation:
     images: int
     no_face_center_crop: int
     several_faces_nearest_center: int
+    impostor_pairs: int = 0
+    impostor_curve: list[tuple[float, float]] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    # For plots; not part of the JSON report.
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    same: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)
 
     def as_dict(self) -> dict[str, object]:
-        return dict(self.__dict__)
+        return {key: value for key, value in self.__dict__.items()
+                if key not in ("scores", "same")}
 
 
 def evaluate_lfw(pipeline: Pipeline, lfw_dir: Path, limit: int | None = None) -> LfwEvaluation:
@@ -232,6 +276,9 @@ def evaluate_lfw(pipeline: Pipeline, lfw_dir: Path, limit: int | None = None) ->
     same = np.array([p.same for p in usable], dtype=bool)
     folds = np.array([p.fold for p in usable])
     accuracies = fold_accuracies(scores, same, folds)
+    embedded = sorted(vectors)
+    impostors = impostor_scores(np.stack([vectors[p] for p in embedded]),
+                                [p.parent.name for p in embedded])
     return LfwEvaluation(
         pairs=len(usable), accuracy_mean=float(np.mean(accuracies)),
         accuracy_std=float(np.std(accuracies)), fold_accuracies=accuracies,
@@ -239,6 +286,7 @@ def evaluate_lfw(pipeline: Pipeline, lfw_dir: Path, limit: int | None = None) ->
         tar_at_far_1e2=tar_at_far(scores, same, 1e-2)[0],
         tar_at_far_1e3=tar_at_far(scores, same, 1e-3)[0],
         images=len(paths), no_face_center_crop=found.no_face,
-        several_faces_nearest_center=found.several_faces, errors=found.errors,
-        seconds=time.perf_counter() - started,
+        several_faces_nearest_center=found.several_faces,
+        impostor_pairs=len(impostors), impostor_curve=impostor_curve(impostors),
+        errors=found.errors, seconds=time.perf_counter() - started, scores=scores, same=same,
     )

@@ -86,7 +86,7 @@ class TriageSession:
         self._lock = threading.RLock()
         self._matcher: Matcher | None = None
         self._matches: dict[str, list[FaceMatch]] = {}
-        self.threshold = bank.threshold
+        self._threshold_override: float | None = None  # set by the user's +/- keys
         self.errors = 0
 
     def close(self) -> None:
@@ -171,6 +171,13 @@ class TriageSession:
         return None
 
     # -- views ----------------------------------------------------------------------------
+    @property
+    def threshold(self) -> float:
+        """The user's choice once they changed it, else the bank's (which follows its size)."""
+        if self._threshold_override is not None:
+            return self._threshold_override
+        return self.bank.threshold
+
     @property
     def matcher(self) -> Matcher:
         with self._lock:
@@ -312,7 +319,7 @@ class TriageSession:
         """Rescore every photo from stored embeddings; return the photos whose view changed."""
         with self._lock:
             before = {p.sha256: p for p in self.photos()}
-            self.threshold = round(min(0.99, max(0.0, threshold)), 4)
+            self._threshold_override = round(min(0.99, max(0.0, threshold)), 4)
             self._bank_changed()
             after = {p.sha256: p for p in self.photos()}
             return {sha for sha, view in after.items() if before.get(sha) != view}

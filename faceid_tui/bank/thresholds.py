@@ -1,0 +1,143 @@
+"""Which match threshold is in force, and why.
+
+A stranger's face is compared with every sample in the bank, so the chance that it is wrongly
+named grows with the bank: with ``n`` comparisons at a per-comparison false-accept rate FAR,
+the false-positive identification rate is ``FPIR = 1 - (1 - FAR) ** n``. faceid therefore picks
+the threshold that keeps FPIR at :data:`DEFAULT_FPIR` for the bank in use, from impostor scores
+measured once per model (:data:`IMPOSTOR_CURVES`); the threshold rises as the bank grows.
+
+Precedence: ``--threshold`` given by the user, else a threshold saved by ``faceid calibrate
+--save`` for this model in ``<bank>/faceid.toml``, else the impostor curve.
+
+``n`` counts samples, not identities: an identity with three photos gives a stranger three
+chances. Assuming independent comparisons is a (slightly pessimistic) simplification.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from faceid_tui.bank.matching import DEFAULT_THRESHOLD
+from faceid_tui.fsutil import atomic_write_bytes
+
+#: Target share of strangers that may be given a name.
+DEFAULT_FPIR = 0.01
+#: Used for models with no measured curve (e.g. VGGFace2 weights supplied by the user).
+FALLBACK_THRESHOLD = DEFAULT_THRESHOLD
+SAVED_THRESHOLDS_FILE = "faceid.toml"
+
+
+@dataclass(frozen=True)
+class ImpostorCurve:
+    """Per-comparison FAR at a few thresholds, measured on impostor (different-person) pairs."""
+
+    source: str
+    #: ``(far, threshold)``, FAR falling: ``far`` of impostor scores are ``>= threshold``.
+    points: tuple[tuple[float, float], ...]
+
+    def threshold_at(self, far: float) -> tuple[float, bool]:
+        """The threshold for ``far`` (log-linear between measured points) and whether ``far``
+        lies inside the measured range (beyond it the last point's threshold is used,
+        which then under-states the threshold needed)."""
+        fars = [math.log10(f) for f, _ in self.points]
+        values = [t for _, t in self.points]
+        target = math.log10(max(far, 1e-300))
+        if target >= fars[0]:
+            return values[0], True
+        for (f_hi, t_lo), (f_lo, t_hi) in zip(zip(fars, values, strict=True),
+                                              zip(fars[1:], values[1:], strict=True),
+                                              strict=False):
+            if f_lo <= target <= f_hi:
+                share = (f_hi - target) / (f_hi - f_lo)
+                return t_lo + share * (t_hi - t_lo), True
+        return values[-1], False
+
+
+#: Per-model impostor curves from LFW: every pair of the 7,701 View 2 images of different
+#: people (about 29.6 million impostor pairs, so FARs down to 1e-6 are measured with 30 or more
+#: pairs). Produced by
+#:     faceid eval lfw ../shared/lfw --json      (key "impostor_curve")
+#: on 2026-11-28 with dlib HOG detection; rerun it after changing alignment or weights.
+IMPOSTOR_CURVES: dict[str, ImpostorCurve] = {}
+
+
+def far_for_fpir(fpir: float, comparisons: int) -> float:
+    """Per-comparison FAR that gives ``fpir`` over ``comparisons`` independent comparisons."""
+    return 1.0 - (1.0 - fpir) ** (1.0 / max(1, comparisons))
+
+
+def fpir_for_far(far: float, comparisons: int) -> float:
+    return 1.0 - (1.0 - far) ** max(1, comparisons)
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    value: float
+    source: str  # "--threshold", "calibrated", "impostor curve", "fallback"
+    detail: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"value": round(self.value, 4), "source": self.source, "detail": self.detail}
+
+
+def curve_threshold(model_id: str, comparisons: int,
+                    fpir: float = DEFAULT_FPIR) -> ThresholdChoice:
+    """The threshold that keeps FPIR at ``fpir`` for a bank of ``comparisons`` samples."""
+    curve = IMPOSTOR_CURVES.get(model_id)
+    if curve is None:
+        return ThresholdChoice(FALLBACK_THRESHOLD, "fallback",
+                               f"no impostor curve measured for {model_id}; run "
+                               "`faceid calibrate` on your bank")
+    far = far_for_fpir(fpir, comparisons)
+    value, measured = curve.threshold_at(far)
+    detail = (f"FPIR {fpir:.0%} over {max(1, comparisons)} sample(s) → FAR {far:.1e} "
+              f"per comparison ({curve.source})")
+    if not measured:
+        detail += "; beyond the measured range, the curve's last point is used"
+    return ThresholdChoice(value, "impostor curve", detail)
+
+
+# -- thresholds saved by `faceid calibrate --save` -----------------------------------------------
+def saved_threshold(bank_dir: Path, model_id: str) -> ThresholdChoice | None:
+    path = Path(bank_dir) / SAVED_THRESHOLDS_FILE
+    if not path.is_file():
+        return None
+    try:
+        entry = tomllib.loads(path.read_text(encoding="utf-8")).get("threshold", {}).get(model_id)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise ValueError(f"{path} cannot be read ({exc}); fix or delete it") from exc
+    if not isinstance(entry, dict) or not isinstance(entry.get("value"), int | float):
+        return None
+    return ThresholdChoice(float(entry["value"]), "calibrated",
+                           f"saved in {path} by `faceid calibrate` "
+                           f"({entry.get('measured', 'date unknown')})")
+
+
+def save_threshold(bank_dir: Path, model_id: str, value: float, fpir: float,
+                   samples: int) -> Path:
+    """Record a calibrated threshold for ``model_id``, keeping the other models' entries."""
+    path = Path(bank_dir) / SAVED_THRESHOLDS_FILE
+    entries: dict[str, dict[str, object]] = {}
+    if path.is_file():
+        entries = dict(tomllib.loads(path.read_text(encoding="utf-8")).get("threshold", {}))
+    entries[model_id] = {"value": round(value, 4), "fpir": fpir, "samples": samples,
+                         "measured": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    lines = ["# Match thresholds written by `faceid calibrate --save`, one table per model.",
+             "# Delete an entry to go back to the built-in threshold.", ""]
+    for key, entry in sorted(entries.items()):
+        lines.append(f"[threshold.{_toml_string(key)}]")
+        for field, value_ in entry.items():
+            rendered = _toml_string(value_) if isinstance(value_, str) else repr(value_)
+            lines.append(f"{field} = {rendered}")
+        lines.append("")
+    atomic_write_bytes(path, "\n".join(lines).encode("utf-8"))
+    return path
+
+
+def _toml_string(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
