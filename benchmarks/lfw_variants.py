@@ -34,7 +34,7 @@ FACENET_VARIANTS = {
     "fn_pad0.7": ("chip", 0.7),
     "fn_box0.2": ("box", 0.2),
 }
-FLIPPED = ("fn_pad0.5", "fn_pad0.6")
+FLIPPED = ("fn_pad0.5",)
 
 
 def _worker_init() -> None:
@@ -51,16 +51,16 @@ def _worker_init() -> None:
 
 def _detect_one(path: str) -> tuple[int, list[float], list[float]]:
     """``(status, box xywh, 10 landmark coordinates)`` for the face nearest the centre."""
-    import dlib
-
     from faceid_tui.engine.decode import load_rgb
 
     image = load_rgb(Path(path))
-    for upsample, status in ((1, FOUND_UPSAMPLE_1), (2, FOUND_UPSAMPLE_2)):
+    status, rects = NO_FACE, []
+    for upsample, found in ((1, FOUND_UPSAMPLE_1), (2, FOUND_UPSAMPLE_2)):
         rects = _DETECTOR(image, upsample)
         if len(rects):
+            status = found
             break
-    else:
+    if status == NO_FACE:
         return NO_FACE, [0.0] * 4, [0.0] * 10
     cx, cy = image.shape[1] / 2, image.shape[0] / 2
     rect = min(rects, key=lambda r: (r.center().x - cx) ** 2 + (r.center().y - cy) ** 2)
@@ -105,7 +105,7 @@ def facenet_chip(image: np.ndarray, status: int, box: np.ndarray, points: np.nda
     if kind == "chip":
         return dlib.get_face_chip(image, _shape(box, points), size=160, padding=parameter)
     x, y, w, h = box
-    pad = int(round(parameter * max(w, h)))
+    pad = round(parameter * max(w, h))
     crop = image[max(0, y - pad): y + h + pad, max(0, x - pad): x + w + pad]
     return cv2.resize(crop, (160, 160), interpolation=cv2.INTER_AREA)
 
@@ -121,9 +121,14 @@ def main() -> None:
     parser.add_argument("--limit", type=int)
     parser.add_argument("--cache", type=Path, default=REPO / ".cache" / "lfw-variants")
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--threads", type=int, help="torch threads (default: every core)")
+    parser.add_argument("--variants", nargs="*", help="compute only these (e.g. dlib "
+                        "fn_pad0.5); default: all; the table shows every cached one")
     args = parser.parse_args()
+    wanted = set(args.variants) if args.variants else None
 
     from faceid_tui.engine.decode import load_rgb
+    from faceid_tui.engine.embedding import EmbedderOptions
     from faceid_tui.engine.evaluation import (
         equal_error_rate,
         fold_accuracies,
@@ -133,7 +138,7 @@ def main() -> None:
         tar_at_far,
     )
     from faceid_tui.engine.models import ModelStore
-    from faceid_tui.engine.pipeline import Pipeline
+    from faceid_tui.engine.pipeline import Pipeline, PipelineOptions
 
     pairs = read_lfw_pairs(args.lfw)
     if args.limit:
@@ -172,8 +177,11 @@ def main() -> None:
             key = name + ("_flip" if flipped else "")
             file = cache / f"{key}.npz"
             if not file.exists():
+                if wanted is not None and key not in wanted:
+                    continue
                 if pipeline is None:
-                    pipeline = Pipeline(ModelStore(REPO / "face_models"))
+                    pipeline = Pipeline(ModelStore(REPO / "face_models"), PipelineOptions(
+                        embedder_options=EmbedderOptions(threads=args.threads)))
                     pipeline.load()
                 chips = np.stack([
                     facenet_chip(load_rgb(path), status[i], boxes[i], points[i], kind, parameter)
@@ -187,7 +195,7 @@ def main() -> None:
             loaded = np.load(file)
             vectors[key], costs[key] = loaded["vectors"], float(loaded["seconds"]) / len(paths)
     file = cache / "dlib_resnet.npz"
-    if not file.exists():
+    if not file.exists() and (wanted is None or "dlib" in wanted):
         started = time.perf_counter()
         jobs = [(str(p), int(status[i]), boxes[i].tolist(), points[i].tolist())
                 for i, p in enumerate(paths)]
@@ -195,9 +203,10 @@ def main() -> None:
             descriptors = np.stack(list(pool.map(_dlib_descriptor, jobs, chunksize=16)))
         np.savez(file, vectors=descriptors,
                  seconds=(time.perf_counter() - started) * args.processes)
-    loaded = np.load(file)
-    vectors["dlib"] = normalise(loaded["vectors"])
-    costs["dlib"] = float(loaded["seconds"]) / len(paths)
+    if file.exists():
+        loaded = np.load(file)
+        vectors["dlib"] = normalise(loaded["vectors"])
+        costs["dlib"] = float(loaded["seconds"]) / len(paths)
 
     # Stage 3: score.
     index = {path: i for i, path in enumerate(paths)}
@@ -222,17 +231,21 @@ def main() -> None:
     for key, v in vectors.items():
         report(key, cosine(v), 1000 * costs[key])
     for name in FLIPPED:
-        averaged = normalise(vectors[name] + vectors[name + "_flip"])
-        report(f"{name} + flip average", cosine(averaged),
-               1000 * (costs[name] + costs[name + "_flip"]))
+        if name in vectors and name + "_flip" in vectors:
+            averaged = normalise(vectors[name] + vectors[name + "_flip"])
+            report(f"{name} + flip average", cosine(averaged),
+                   1000 * (costs[name] + costs[name + "_flip"]))
     for name in ("fn_pad0.4", "fn_pad0.5", "fn_pad0.6"):
+        if name not in vectors or "dlib" not in vectors:
+            continue
         for weight in (0.3, 0.4, 0.5, 0.6):
             fused = weight * cosine(vectors[name]) + (1 - weight) * cosine(vectors["dlib"])
             report(f"{weight:g}·{name} + {1 - weight:g}·dlib", fused,
                    1000 * (costs[name] + costs["dlib"]))
-    mean = vectors["fn_pad0.5"].mean(axis=0)
-    report("fn_pad0.5 centred (LFW mean)", cosine(normalise(vectors["fn_pad0.5"] - mean)),
-           1000 * costs["fn_pad0.5"])
+    for name in ("fn_pad0.4", "fn_pad0.5"):
+        if name in vectors:
+            centred = normalise(vectors[name] - vectors[name].mean(axis=0))
+            report(f"{name} centred (LFW mean)", cosine(centred), 1000 * costs[name])
 
 
 if __name__ == "__main__":

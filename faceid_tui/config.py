@@ -22,6 +22,7 @@ class Settings:
     bank_dir: Path = field(default_factory=lambda: Path("id_bank"))
     models_dir: Path = field(default_factory=lambda: Path("face_models"))
     detector: str = "hog"
+    embedder: str = "facenet"  # or "facenet+dlib", the accurate (slower) mode
     upsample: int | None = None
     min_face_size: int = 20
     device: str = "auto"
@@ -34,6 +35,7 @@ class Settings:
     def pipeline_options(self) -> PipelineOptions:
         return PipelineOptions(
             detector=self.detector,
+            embedder=self.embedder,
             detector_options=DetectorOptions(upsample=self.upsample,
                                              min_face_size=self.min_face_size),
             embedder_options=EmbedderOptions(device=self.device, batch_size=self.batch_size,

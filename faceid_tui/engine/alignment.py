@@ -16,35 +16,57 @@ from faceid_tui.engine.models import SHAPE_PREDICTOR_5, ModelStore
 
 CHIP_SIZE = 160
 CHIP_PADDING = 0.4
-ALIGNMENT_ID = f"dlib5-chip{CHIP_SIZE}-pad{CHIP_PADDING:g}"
+
+
+@dataclass(frozen=True)
+class ChipSpec:
+    """How a chip is cut: its side in pixels and dlib's padding around the landmark template
+    (the chip spans ``1 + 2 * padding`` template units)."""
+
+    size: int
+    padding: float
+
+    @property
+    def alignment_id(self) -> str:
+        return f"dlib5-chip{self.size}-pad{self.padding:g}"
+
+
+#: FaceNet's chip; each embedder names the chip it reads in its registry entry.
+FACENET_CHIP = ChipSpec(CHIP_SIZE, CHIP_PADDING)
+ALIGNMENT_ID = FACENET_CHIP.alignment_id
+#: The accurate mode's master chip: both of its networks' chips are downscaled from it.
+FUSED_CHIP = ChipSpec(360, CHIP_PADDING)
 
 
 @dataclass(frozen=True)
 class AlignedFace:
     """A face chip ready for the embedder, with the landmarks it was cut from."""
 
-    chip: np.ndarray  # CHIP_SIZE × CHIP_SIZE × 3, RGB uint8
+    chip: np.ndarray  # size × size × 3, RGB uint8, as the aligner's ChipSpec says
     landmarks: np.ndarray  # 5 × 2 float, image pixels
 
 
 class Aligner:
     """Finds 5 landmarks in a face box and cuts the aligned chip."""
 
-    def __init__(self, models: ModelStore) -> None:
+    def __init__(self, models: ModelStore, chip: ChipSpec = FACENET_CHIP) -> None:
         import dlib
 
         self._dlib = dlib
+        self.chip = chip
         self._predictor = dlib.shape_predictor(str(models.verified_path(SHAPE_PREDICTOR_5)))
 
     def align(self, image: np.ndarray, box: DetectedBox) -> AlignedFace:
         rect = self._dlib.rectangle(box.x, box.y, box.x + box.w - 1, box.y + box.h - 1)
         shape = self._predictor(image, rect)
-        chip = self._dlib.get_face_chip(image, shape, size=CHIP_SIZE, padding=CHIP_PADDING)
+        chip = self._dlib.get_face_chip(image, shape, size=self.chip.size,
+                                        padding=self.chip.padding)
         landmarks = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
         return AlignedFace(np.ascontiguousarray(chip, dtype=np.uint8), landmarks)
 
 
-def center_crop_chip(image: np.ndarray) -> tuple[np.ndarray, DetectedBox]:
+def center_crop_chip(image: np.ndarray,
+                     size: int = CHIP_SIZE) -> tuple[np.ndarray, DetectedBox]:
     """A chip from the central square of the image, for photos where no face was detected
     but the caller knows one is there (e.g. pre-cropped, pre-aligned face photos)."""
     import cv2
@@ -53,7 +75,7 @@ def center_crop_chip(image: np.ndarray) -> tuple[np.ndarray, DetectedBox]:
     side = min(height, width)
     top, left = (height - side) // 2, (width - side) // 2
     square = image[top : top + side, left : left + side]
-    chip = cv2.resize(square, (CHIP_SIZE, CHIP_SIZE), interpolation=cv2.INTER_AREA)
+    chip = cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA)
     return np.ascontiguousarray(chip), DetectedBox(left, top, side, side, 0.0)
 
 

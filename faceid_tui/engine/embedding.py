@@ -17,7 +17,13 @@ from typing import Protocol
 
 import numpy as np
 
-from faceid_tui.engine.alignment import ALIGNMENT_ID, standardise
+from faceid_tui.engine.alignment import (
+    ALIGNMENT_ID,
+    FACENET_CHIP,
+    FUSED_CHIP,
+    ChipSpec,
+    standardise,
+)
 from faceid_tui.engine.models import ModelStore
 
 
@@ -121,10 +127,26 @@ class EmbedderEntry:
 
     create: Callable[[EmbedderOptions, ModelStore], Embedder]
     model_id: Callable[[ModelStore], str]
+    #: The chip the aligner cuts for this embedder.
+    chip: ChipSpec = FACENET_CHIP
+
+
+def _fused(options: EmbedderOptions, models: ModelStore) -> Embedder:
+    from faceid_tui.engine.fusion import FusedEmbedder
+
+    return FusedEmbedder(options, models)
+
+
+def _fused_model_id(models: ModelStore) -> str:
+    from faceid_tui.engine.fusion import fused_model_id
+
+    return fused_model_id(models)
 
 
 EMBEDDERS: dict[str, EmbedderEntry] = {
     "facenet": EmbedderEntry(FacenetEmbedder, facenet_model_id),
+    # The accurate mode: FaceNet + dlib ResNet score fusion (engine/fusion.py).
+    "facenet+dlib": EmbedderEntry(_fused, _fused_model_id, chip=FUSED_CHIP),
 }
 
 

@@ -1,26 +1,29 @@
 """The pipeline: photo paths in, faces with boxes, landmarks and embeddings out.
 
-Decode → detect → align happen per photo; the chips of all photos in a chunk are then embedded
-in one batched call. Models load once, on first use, so commands that need no model (listing
-the bank) stay instant. A photo that cannot be read becomes a :class:`PhotoResult` with a
-one-line ``error``; the run goes on.
+Decode → detect → align happen per photo (:class:`FaceFinder`); the chips of a chunk of photos
+are then embedded in one batched call. On long runs the per-photo stages run in worker
+processes (:mod:`detect_pool`), one per core, while this process embeds the chunk before: the
+stages overlap. Models load once, on first use, so commands that need no model (listing the
+bank) stay instant. A photo that cannot be read becomes a :class:`PhotoResult` with a one-line
+``error``; the run goes on.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from faceid_tui.engine.alignment import Aligner, center_crop_chip
+from faceid_tui.engine.alignment import FACENET_CHIP, Aligner, ChipSpec, center_crop_chip
 from faceid_tui.engine.decode import load_rgb
 from faceid_tui.engine.detection import DetectedBox, Detector, DetectorOptions, create_detector
 from faceid_tui.engine.embedding import (
     Embedder,
     EmbedderOptions,
+    available_cores,
     create_embedder,
     embedder_entry,
 )
@@ -29,6 +32,9 @@ from faceid_tui.errors import ImageDecodeError
 
 #: Photos whose chips are embedded together; bounds memory on long runs.
 DEFAULT_CHUNK = 64
+#: Runs of at least this many photos use worker processes for decode + detect + align (their
+#: start, about a second, is then paid back; shorter runs stay in this process).
+PARALLEL_MIN_PHOTOS = 32
 
 
 @dataclass
@@ -71,6 +77,68 @@ class PipelineOptions:
     detector_options: DetectorOptions = field(default_factory=DetectorOptions)
     embedder: str = "facenet"
     embedder_options: EmbedderOptions = field(default_factory=EmbedderOptions)
+    #: Processes for decode + detect + align on long runs: None = one per core, 0 = none.
+    detect_workers: int | None = None
+
+
+class FaceFinder:
+    """Decode, detect and align one photo: everything before the embedder. The pipeline has
+    one; each worker process of :mod:`detect_pool` has its own."""
+
+    def __init__(self, models: ModelStore, detector: str, options: DetectorOptions,
+                 chip: ChipSpec = FACENET_CHIP) -> None:
+        self.models = models
+        self.detector_name = detector
+        self.detector_options = options
+        self.chip = chip
+        self._detector: Detector | None = None
+        self._aligner: Aligner | None = None
+        self._load_lock = threading.Lock()
+
+    @property
+    def detector(self) -> Detector:
+        with self._load_lock:
+            if self._detector is None:
+                self._detector = create_detector(self.detector_name, self.detector_options,
+                                                 self.models)
+            return self._detector
+
+    @property
+    def aligner(self) -> Aligner:
+        with self._load_lock:
+            if self._aligner is None:
+                self._aligner = Aligner(self.models, self.chip)
+            return self._aligner
+
+    def find_faces(self, image: np.ndarray, *, fallback_center: bool = False) -> list[FaceResult]:
+        """Detect and align every face of one image (no embeddings yet), left to right."""
+        boxes = sorted(self.detector.detect(image), key=lambda box: (box.x, box.y))
+        faces = []
+        for box in boxes:
+            aligned = self.aligner.align(image, box)
+            faces.append(FaceResult(box=box, landmarks=aligned.landmarks, chip=aligned.chip))
+        if not faces and fallback_center:
+            chip, box = center_crop_chip(image, self.chip.size)
+            faces.append(FaceResult(box=box, chip=chip, fallback=True))
+        return faces
+
+    def find(self, path: Path, fallback_center: bool, keep_image: bool) -> PhotoResult:
+        """One photo's faces, or its one-line error."""
+        result = PhotoResult(path)
+        try:
+            image = load_rgb(path)
+        except ImageDecodeError as exc:
+            result.error = str(exc)
+            return result
+        result.height, result.width = image.shape[:2]
+        try:
+            result.faces = self.find_faces(image, fallback_center=fallback_center)
+        except (RuntimeError, ValueError, MemoryError) as exc:
+            # dlib raises RuntimeError on images it cannot process; keep the queue moving.
+            result.error = f"face detection failed: {str(exc).splitlines()[0] if str(exc) else exc}"
+        if keep_image:
+            result.image = image
+        return result
 
 
 ProgressCallback = Callable[[PhotoResult], None]
@@ -82,27 +150,19 @@ class Pipeline:
     def __init__(self, models: ModelStore, options: PipelineOptions | None = None) -> None:
         self.models = models
         self.options = options or PipelineOptions()
-        self._detector: Detector | None = None
-        self._aligner: Aligner | None = None
+        self.finder = FaceFinder(models, self.options.detector, self.options.detector_options,
+                                 embedder_entry(self.options.embedder).chip)
         self._embedder: Embedder | None = None
         self._load_lock = threading.Lock()
 
     # -- lazily loaded parts --------------------------------------------------------------
     @property
     def detector(self) -> Detector:
-        with self._load_lock:
-            if self._detector is None:
-                self._detector = create_detector(
-                    self.options.detector, self.options.detector_options, self.models
-                )
-            return self._detector
+        return self.finder.detector
 
     @property
     def aligner(self) -> Aligner:
-        with self._load_lock:
-            if self._aligner is None:
-                self._aligner = Aligner(self.models)
-            return self._aligner
+        return self.finder.aligner
 
     @property
     def embedder(self) -> Embedder:
@@ -127,15 +187,7 @@ class Pipeline:
     # -- work -----------------------------------------------------------------------------
     def find_faces(self, image: np.ndarray, *, fallback_center: bool = False) -> list[FaceResult]:
         """Detect and align every face of one image (no embeddings yet), left to right."""
-        boxes = sorted(self.detector.detect(image), key=lambda box: (box.x, box.y))
-        faces = []
-        for box in boxes:
-            aligned = self.aligner.align(image, box)
-            faces.append(FaceResult(box=box, landmarks=aligned.landmarks, chip=aligned.chip))
-        if not faces and fallback_center:
-            chip, box = center_crop_chip(image)
-            faces.append(FaceResult(box=box, chip=chip, fallback=True))
-        return faces
+        return self.finder.find_faces(image, fallback_center=fallback_center)
 
     def embed_faces(self, faces: list[FaceResult]) -> None:
         """Fill ``embedding`` of every face that has a chip, in one batched call."""
@@ -163,39 +215,63 @@ class Pipeline:
         keep_chips: bool = False,
         chunk_size: int = DEFAULT_CHUNK,
         should_stop: Callable[[], bool] | None = None,
+        workers: int | None = None,
     ) -> Iterator[PhotoResult]:
         """Yield one :class:`PhotoResult` per path, in order.
 
         Chips of up to ``chunk_size`` photos are embedded together. ``should_stop`` is polled
-        between photos so a UI worker can cancel a long run.
+        between photos so a UI worker can cancel a long run. ``workers`` overrides
+        ``options.detect_workers`` (None: one process per core for runs of at least
+        :data:`PARALLEL_MIN_PHOTOS` photos given as a list; 0: all in this process).
         """
+        workers = self._workers_for(paths, workers)
+        if workers > 0:
+            yield from self._run_parallel(paths, workers, fallback_center, keep_images,
+                                          keep_chips, chunk_size, should_stop)
+            return
         chunk: list[PhotoResult] = []
         for path in paths:
             if should_stop and should_stop():
                 break
-            chunk.append(self._detect_photo(Path(path), fallback_center, keep_images))
+            chunk.append(self.finder.find(Path(path), fallback_center, keep_images))
             if len(chunk) >= chunk_size:
                 yield from self._finish_chunk(chunk, keep_chips)
                 chunk = []
         if chunk:
             yield from self._finish_chunk(chunk, keep_chips)
 
-    def _detect_photo(self, path: Path, fallback_center: bool, keep_image: bool) -> PhotoResult:
-        result = PhotoResult(path)
-        try:
-            image = load_rgb(path)
-        except ImageDecodeError as exc:
-            result.error = str(exc)
-            return result
-        result.height, result.width = image.shape[:2]
-        try:
-            result.faces = self.find_faces(image, fallback_center=fallback_center)
-        except (RuntimeError, ValueError, MemoryError) as exc:
-            # dlib raises RuntimeError on images it cannot process; keep the queue moving.
-            result.error = f"face detection failed: {str(exc).splitlines()[0] if str(exc) else exc}"
-        if keep_image:
-            result.image = image
-        return result
+    def _workers_for(self, paths: Iterable[Path], requested: int | None) -> int:
+        if requested is None:
+            requested = self.options.detect_workers
+        if requested is not None:
+            return max(0, requested)
+        if not isinstance(paths, Sized) or len(paths) < PARALLEL_MIN_PHOTOS:
+            return 0
+        cores = available_cores()
+        return cores if cores > 1 else 0
+
+    def _run_parallel(self, paths: Iterable[Path], workers: int, fallback_center: bool,
+                      keep_images: bool, keep_chips: bool, chunk_size: int,
+                      should_stop: Callable[[], bool] | None) -> Iterator[PhotoResult]:
+        from faceid_tui.engine.detect_pool import DetectPool
+
+        _ = self.embedder  # load FaceNet while the workers start
+        # Decoded images are large: keep fewer photos in flight when the caller wants them.
+        window = chunk_size + 4 * workers if not keep_images else 2 * workers + 2
+        with DetectPool(workers, self.options.detector, self.options.detector_options,
+                        self.finder.chip, self.models.folder) as pool:
+            chunk: list[PhotoResult] = []
+            results = pool.map_ordered(
+                iter(paths), fallback_center=fallback_center, keep_images=keep_images,
+                window=window, should_stop=should_stop,
+                on_broken=lambda path: self.finder.find(path, fallback_center, keep_images))
+            for result in results:
+                chunk.append(result)  # type: ignore[arg-type]
+                if len(chunk) >= chunk_size:
+                    yield from self._finish_chunk(chunk, keep_chips)
+                    chunk = []
+            if chunk:
+                yield from self._finish_chunk(chunk, keep_chips)
 
     def _finish_chunk(self, chunk: list[PhotoResult], keep_chips: bool) -> list[PhotoResult]:
         self.embed_faces([face for result in chunk for face in result.faces])

@@ -179,6 +179,14 @@ class TriageSession:
         return self.bank.threshold
 
     @property
+    def threshold_source(self) -> str:
+        """Short reason for the threshold in force: set (keys or --threshold), calibrated, auto."""
+        if self._threshold_override is not None:
+            return "set"
+        source = self.bank.threshold_in_force.source
+        return {"--threshold": "set", "calibrated": "calibrated"}.get(source, "auto")
+
+    @property
     def matcher(self) -> Matcher:
         with self._lock:
             if self._matcher is None:

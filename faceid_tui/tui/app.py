@@ -166,7 +166,7 @@ class FaceIdApp(App[None]):
         if waiting and not self.rate:
             activity = "working…"
         text = (f"{self.model_state} · queue {waiting} · review {to_review} · {activity} · "
-                f"errors {errors} · thr {session.threshold:.2f}")
+                f"errors {errors} · thr {session.threshold:.2f} {session.threshold_source}")
         if self.triage.is_mounted:
             self.triage.query_one("#status", Static).update(text)
 

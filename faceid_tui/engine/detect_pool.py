@@ -1,0 +1,98 @@
+"""Decode + detect + align in worker processes, so the CPU-bound stages that release no GIL
+(PIL decoding, dlib HOG, landmarks) run on every core while the main process embeds.
+
+Workers are started with ``spawn``: they import numpy, Pillow and dlib but never torch, so they
+start in about a second, hold no copy of FaceNet, and are not forked from a process that
+already runs torch's thread pool (fork after threads can deadlock).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+from faceid_tui.engine.alignment import ChipSpec
+from faceid_tui.engine.detection import DetectorOptions
+
+_WORKER: object | None = None  # this worker process's own FaceFinder
+
+
+def _start_worker(detector: str, options: DetectorOptions, chip: ChipSpec,
+                  models_dir: str) -> None:
+    global _WORKER
+    from faceid_tui.engine.models import ModelStore
+    from faceid_tui.engine.pipeline import FaceFinder
+
+    _WORKER = FaceFinder(ModelStore(Path(models_dir)), detector, options, chip)
+
+
+def _find_in_worker(path: Path, fallback_center: bool, keep_image: bool):  # -> PhotoResult
+    return _WORKER.find(path, fallback_center, keep_image)  # type: ignore[attr-defined]
+
+
+class DetectPool:
+    """A pool of ``workers`` processes, each with its own detector and aligner."""
+
+    def __init__(self, workers: int, detector: str, options: DetectorOptions, chip: ChipSpec,
+                 models_dir: Path) -> None:
+        self.workers = workers
+        self._executor = ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker, initargs=(detector, options, chip, str(models_dir)))
+
+    def map_ordered(self, paths: Iterator[Path], *, fallback_center: bool, keep_images: bool,
+                    window: int, should_stop: Callable[[], bool] | None = None,
+                    on_broken: Callable[[Path], object] | None = None) -> Iterator[object]:
+        """Results in the order of ``paths``, with at most ``window`` photos in flight (that
+        bounds memory; a window of a few batches keeps every worker busy while the caller
+        embeds). If a worker dies (a native crash in a decoder or dlib), the photos still in
+        flight and the rest go to ``on_broken`` in this process instead."""
+        pending: deque[tuple[Path, Future]] = deque()
+        broken = False
+        paths = iter(paths)
+        exhausted = False
+        while True:
+            while not broken and not exhausted and len(pending) < window:
+                try:
+                    path = next(paths)
+                except StopIteration:
+                    exhausted = True
+                    break
+                try:
+                    pending.append((path, self._executor.submit(
+                        _find_in_worker, Path(path), fallback_center, keep_images)))
+                except BrokenProcessPool:
+                    broken = True
+                    pending.append((path, None))  # type: ignore[arg-type]
+            if not pending:
+                if broken and not exhausted and on_broken is not None:
+                    for path in paths:
+                        if should_stop and should_stop():
+                            return
+                        yield on_broken(Path(path))
+                return
+            if should_stop and should_stop():
+                return
+            path, future = pending.popleft()
+            try:
+                if future is None:
+                    raise BrokenProcessPool("pool already broken")
+                yield future.result()
+            except BrokenProcessPool:
+                broken = True
+                if on_broken is None:
+                    raise
+                yield on_broken(Path(path))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> DetectPool:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

@@ -1,0 +1,79 @@
+"""The accurate mode: FaceNet and dlib's ResNet descriptor fused at the score level.
+
+Each face gets one vector, the weighted concatenation of the two L2-normalised embeddings,
+``[sqrt(w) * facenet, sqrt(1 - w) * dlib]``. Its norm is 1, and the dot product of two such
+vectors is ``w * cos_facenet + (1 - w) * cos_dlib``: the fused score. So the bank, the matcher
+and ``faceid embed`` treat it like any other embedding.
+
+Both networks read their own chip of the same aligned face. The aligner cuts one master chip
+(:data:`FUSED_CHIP`, 360 px, dlib padding 0.4) and both chips are downscaled from it with
+area averaging: FaceNet's 160 px chip covers the whole master (padding 0.4); dlib's 150 px chip
+(padding 0.25, as dlib computes its descriptor) is the central 300 px, exactly 2:1. The FaceNet
+half therefore differs from the fast mode's directly cut chip by resampling only.
+
+dlib's descriptor runs on the CPU (dlib-bin has no CUDA), about 110 ms a face on one core.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from faceid_tui.engine.alignment import FACENET_CHIP, FUSED_CHIP, ChipSpec
+from faceid_tui.engine.embedding import EmbedderOptions, FacenetEmbedder
+from faceid_tui.engine.models import DLIB_RESNET, ModelStore
+
+#: Share of the fused score that comes from FaceNet, chosen on LFW with
+#:     .venv/bin/python benchmarks/lfw_variants.py --limit 2000
+#: (see the README's accuracy table).
+FACENET_WEIGHT = 0.5
+DLIB_CHIP_SIZE = 150
+_DLIB_PADDING = 0.25
+
+
+def _dlib_crop(chip: ChipSpec) -> tuple[int, int]:
+    """``(start, side)`` in master-chip pixels of the region dlib's padding-0.25 chip covers."""
+    pixels_per_unit = chip.size / (1 + 2 * chip.padding)
+    start = (chip.padding - _DLIB_PADDING) * pixels_per_unit
+    side = (1 + 2 * _DLIB_PADDING) * pixels_per_unit
+    return round(start), round(side)
+
+
+def fused_model_id(models: ModelStore) -> str:
+    return (f"{models.active_weights().model_id}+dlib-resnet-v1-w{FACENET_WEIGHT:g}/"
+            f"{FUSED_CHIP.alignment_id}")
+
+
+class FusedEmbedder:
+    """FaceNet + dlib ResNet, one unit vector per face whose dot products are fused scores."""
+
+    name = "facenet+dlib"
+
+    def __init__(self, options: EmbedderOptions, models: ModelStore) -> None:
+        import dlib
+
+        self.facenet = FacenetEmbedder(options, models)
+        self.device = self.facenet.device
+        self._dlib = dlib.face_recognition_model_v1(str(models.verified_path(DLIB_RESNET)))
+        self.dimension = self.facenet.dimension + 128
+        self.model_id = fused_model_id(models)
+        self._crop = _dlib_crop(FUSED_CHIP)
+
+    def embed(self, chips: np.ndarray) -> np.ndarray:
+        import cv2
+
+        if len(chips) == 0:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        size = FACENET_CHIP.size
+        facenet_chips = np.stack([cv2.resize(chip, (size, size), interpolation=cv2.INTER_AREA)
+                                  for chip in chips])
+        start, side = self._crop
+        dlib_chips = [np.ascontiguousarray(cv2.resize(
+            chip[start:start + side, start:start + side], (DLIB_CHIP_SIZE, DLIB_CHIP_SIZE),
+            interpolation=cv2.INTER_AREA)) for chip in chips]
+        facenet = self.facenet.embed(facenet_chips)
+        descriptors = np.array(self._dlib.compute_face_descriptor(dlib_chips), dtype=np.float32)
+        descriptors /= np.linalg.norm(descriptors, axis=1, keepdims=True).clip(min=1e-12)
+        return np.hstack([math.sqrt(FACENET_WEIGHT) * facenet,
+                          math.sqrt(1 - FACENET_WEIGHT) * descriptors]).astype(np.float32)
