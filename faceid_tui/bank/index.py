@@ -16,10 +16,12 @@ rounding only decides which samples get re-scored, and the exact top-1 is unchan
 ``tests/test_index.py``.
 
 The graph is approximate, and random unit vectors (what ``benchmarks/bank_size.py`` and the
-tests use) are its worst case: with no neighbourhood structure, a query at cosine 0.7 to a
-sample finds it about 88 % of the time in 10^5 samples with the settings below (99 % with
-twice the search beam, at twice the search time). Real embeddings cluster by person, which
-is what a graph index navigates by; see the benchmark's table for the figures at each size.
+tests use) are its worst case, as they have no neighbourhood structure to navigate by: for
+queries at cosine 0.7 to a bank sample, the index's top-1 identity is exact search's for
+100 % of them at 10^4 samples, 86 % at 10^5 and 26 % at 10^6 with the settings below. Real
+embeddings cluster by person, which should be far kinder, but that is not measured here.
+What the index misses can only turn a face unknown or hand it another identity whose exact
+score is itself above the threshold: every proposal is re-scored exactly.
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ from typing import Protocol
 
 import numpy as np
 
-#: Banks with at least this many samples are searched through the index. From
-#: ``benchmarks/bank_size.py`` on this 2-core machine: exact matching takes ~1.7 ms per face
-#: at 3·10^4 samples (index: ~2.1 ms, and tens of seconds of build after each bank change)
-#: and ~5.6 ms at 10^5 (index: ~2.7 ms), so exact stays the default until it would miss
-#: the 5 ms target, and the index, with its build time and approximate recall, only then.
+#: Banks with at least this many samples are searched through the index. Measured with
+#: ``benchmarks/bank_size.py`` (one thread, on 2 cores shared with other jobs), per face in
+#: photos of 32 faces: exact 0.5 ms at 10^4 samples, 1.7 ms at 3·10^4 and 4.3 ms at 10^5
+#: (26 ms for a one-face photo); index 0.9, 2.1 and 3.0 ms (3.4). The crossover lies between
+#: 3·10^4 and 10^5; exact stays the default up to 10^5, where it would reach the 5 ms target,
+#: because the index is approximate and is rebuilt after each bank change (79 s at 10^5).
 INDEX_MIN_SAMPLES = 100_000
 #: Samples fetched from the index per query and re-scored exactly. Identities have a few
 #: samples each, so this leaves dozens of candidate identities for the top three and margin.
@@ -42,9 +45,10 @@ THREADS = 0
 
 # HNSW settings, measured on random 512-d unit vectors with queries at cosine 0.7 to a
 # sample. Connectivity 16 with an add-time beam of 64 builds 2-3× faster than a beam of 128
-# or connectivity 24/32 (at 10^5 samples connectivity 32 took 214 s against 82 s). A search
-# beam of 256 misses the source sample for 0.1 % of queries at 2·10^4 samples (2 % at 128)
-# and 12 % at 10^5 (4 % at 512, for twice the time per query).
+# or connectivity 24/32 (at 10^5 samples connectivity 32 took 214 s against 82 s, and would
+# have found the source sample for 99 % of queries against 88 %). A search beam of 256
+# misses it for 0.1 % of queries at 2·10^4 samples (2 % at 128) and 12 % at 10^5 (4 % at
+# 512, for twice the time per query, which is then no faster than exact search).
 _CONNECTIVITY = 16
 _EXPANSION_ADD = 64
 _EXPANSION_SEARCH = 256
