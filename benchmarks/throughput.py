@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
 import multiprocessing
@@ -39,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+SHARED = REPO.parent / "shared"  # --shared changes it
 
 
 def default_photos(lfw_images: int) -> list[Path]:
@@ -54,6 +55,35 @@ def default_photos(lfw_images: int) -> list[Path]:
             if len(seen) >= lfw_images:
                 break
     return photos + list(seen)[:lfw_images]
+
+
+def set_shared(folder: Path) -> None:
+    global SHARED
+    SHARED = folder
+
+
+def embedding_only(pipeline, chips: np.ndarray, batches: list[int]) -> list[tuple[int, float]]:
+    """``(batch size, faces/s)`` of the embedder alone on real chips (median of 3 passes)."""
+    import torch
+
+    figures = []
+    for batch in batches:
+        pipeline.embedder.options = dataclasses.replace(pipeline.embedder.options,
+                                                        batch_size=batch)
+        count = max(batch * 4, 256 if batch > 1 else 64)
+        work = chips[np.arange(count) % len(chips)]
+        pipeline.embedder.embed(work[:batch])  # warm-up
+        passes = []
+        for _ in range(3):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+            pipeline.embedder.embed(work)
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            passes.append(time.perf_counter() - started)
+        figures.append((batch, count / statistics.median(passes)))
+    return figures
 
 
 def peak_rss_mb() -> tuple[float, float]:
@@ -204,7 +234,12 @@ def main() -> None:
     parser.add_argument("--embedder", default="facenet")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip", nargs="*", default=[], choices=["naive", "face_recognition"])
+    parser.add_argument("--shared", type=Path, default=SHARED,
+                        help="folder holding faces/ and lfw/ (default: ../shared)")
+    parser.add_argument("--embed-batches", type=int, nargs="*", default=[1, 32, 128],
+                        help="batch sizes for the embedding-only figure")
     args = parser.parse_args()
+    set_shared(args.shared)
 
     from faceid_tui.bank.matching import Matcher
     from faceid_tui.engine.decode import is_image_name
@@ -281,6 +316,17 @@ def main() -> None:
     print("| --- | --- | --- |")
     for stage, value in totals.items():
         print(f"| {stage} | {1000 * value / len(photos):.1f} | {value / total:.0%} |")
+    chips = np.stack([face.chip for result in pipeline.run(photos[:200], workers=0,
+                                                           keep_chips=True)
+                      for face in result.faces])
+    print(f"\nembedding alone ({pipeline.model_id} on {args.device}, real chips):")
+    print("| batch | faces/s |")
+    print("| --- | --- |")
+    for batch, rate in embedding_only(pipeline, chips, args.embed_batches):
+        print(f"| {batch} | {rate:.1f} |")
+    if torch.cuda.is_available():
+        print(f"GPU peak memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MB "
+              f"({torch.cuda.get_device_name()})")
     own, children = peak_rss_mb()
     print(f"\npeak memory: this process {own:.0f} MB, largest child {children:.0f} MB")
 

@@ -20,7 +20,7 @@ from faceid_tui.bank.thresholds import (
     save_threshold,
     saved_threshold,
 )
-from faceid_tui.engine.evaluation import impostor_curve, impostor_scores
+from faceid_tui.engine.evaluation import impostor_curve, open_set_points, pair_scores
 from faceid_tui.engine.pipeline import Pipeline
 
 from .conftest import copy_identity
@@ -61,12 +61,19 @@ def test_impostor_curve_interpolates_in_log_far() -> None:
 def test_impostor_scores_and_curve_on_known_vectors() -> None:
     vectors = np.eye(4, dtype=np.float32)
     vectors[1] = vectors[0]  # rows 0 and 1 are one person: their pair is not an impostor
-    scores = impostor_scores(vectors, ["a", "a", "b", "c"], block=3)
+    genuine, scores = pair_scores(vectors, ["a", "a", "b", "c"], block=3)
     assert len(scores) == 5 and np.all(scores == 0)  # 6 pairs minus the genuine one
+    assert genuine.tolist() == [1.0]
     ranked = np.linspace(0, 1, 1001)
     curve = dict(impostor_curve(ranked, fars=(1e-1, 1e-2, 1e-3)))
     assert set(curve) == {1e-1, 1e-2}  # 1e-3 would rest on a single impostor: left out
     assert (ranked >= curve[1e-2]).sum() == 10
+    impostors = np.linspace(0, 1, 100_001)
+    points = open_set_points(np.array([0.995, 0.9995, 0.5]), impostors)
+    assert [p.bank_samples for p in points] == [1, 10, 100]  # 1,000 needs 10x the impostors
+    assert [p.genuine_accepted for p in points] == pytest.approx([2 / 3, 1 / 3, 0.0], abs=1e-3)
+    for point in points:  # each threshold lets through the share of impostors it promises
+        assert (impostors >= point.threshold).mean() <= point.far
 
 
 def test_default_threshold_rises_with_the_bank() -> None:

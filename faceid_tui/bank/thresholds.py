@@ -22,7 +22,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from faceid_tui.bank.matching import DEFAULT_THRESHOLD
+from faceid_tui.engine.evaluation import far_for_fpir, fpir_for_far
 from faceid_tui.fsutil import atomic_write_bytes
+
+__all__ = ["far_for_fpir", "fpir_for_far"]  # the FPIR arithmetic, re-exported
 
 #: Target share of strangers that may be given a name.
 DEFAULT_FPIR = 0.01
@@ -63,15 +66,6 @@ class ImpostorCurve:
 #:     faceid eval lfw ../shared/lfw --json      (key "impostor_curve")
 #: on 2026-11-28 with dlib HOG detection; rerun it after changing alignment or weights.
 IMPOSTOR_CURVES: dict[str, ImpostorCurve] = {}
-
-
-def far_for_fpir(fpir: float, comparisons: int) -> float:
-    """Per-comparison FAR that gives ``fpir`` over ``comparisons`` independent comparisons."""
-    return 1.0 - (1.0 - fpir) ** (1.0 / max(1, comparisons))
-
-
-def fpir_for_far(far: float, comparisons: int) -> float:
-    return 1.0 - (1.0 - far) ** max(1, comparisons)
 
 
 @dataclass(frozen=True)

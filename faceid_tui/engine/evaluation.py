@@ -8,6 +8,7 @@ curve figures: ROC AUC, equal error rate, TAR at fixed FARs."""
 from __future__ import annotations
 
 import csv
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -203,22 +204,46 @@ def tar_at_far(scores: np.ndarray, same: np.ndarray, far: float) -> tuple[float,
 
 #: Per-comparison FARs at which ``evaluate_lfw`` reports the impostor curve.
 CURVE_FARS = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6)
+#: Bank sizes (samples a stranger is compared with) for the open-set figures.
+OPEN_SET_BANKS = (1, 10, 100, 1000)
+OPEN_SET_FPIR = 0.01
 
 
-def impostor_scores(vectors: np.ndarray, identities: list[str],
-                    block: int = 1024) -> np.ndarray:
-    """Cosine similarity of every pair of rows with different identities (each pair once)."""
+def far_for_fpir(fpir: float, comparisons: int) -> float:
+    """Per-comparison FAR that gives ``fpir`` over ``comparisons`` independent comparisons:
+    ``FPIR = 1 - (1 - FAR) ** n``."""
+    return 1.0 - (1.0 - fpir) ** (1.0 / max(1, comparisons))
+
+
+def fpir_for_far(far: float, comparisons: int) -> float:
+    return 1.0 - (1.0 - far) ** max(1, comparisons)
+
+
+def pair_scores(vectors: np.ndarray, identities: list[str],
+                block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """``(genuine, impostor)``: cosine similarity of every pair of rows (each pair once) with
+    the same identity, and with different identities."""
     labels = np.array(identities, dtype=object)
     vectors = np.asarray(vectors, dtype=np.float32)
-    parts = []
+    genuine, impostor = [], []
     for start in range(0, len(vectors), block):
         rows = slice(start, start + block)
         scores = vectors[rows] @ vectors.T
         index = np.arange(start, min(start + block, len(vectors)))
-        keep = (np.arange(len(vectors))[None, :] > index[:, None]) \
-            & (labels[rows][:, None] != labels[None, :])
-        parts.append(scores[keep])
-    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        later = np.arange(len(vectors))[None, :] > index[:, None]
+        same = labels[rows][:, None] == labels[None, :]
+        genuine.append(scores[later & same])
+        impostor.append(scores[later & ~same])
+    if not genuine:
+        return np.zeros(0, np.float32), np.zeros(0, np.float32)
+    return np.concatenate(genuine), np.concatenate(impostor)
+
+
+def threshold_at_far(impostors: np.ndarray, far: float) -> float:
+    """The lowest threshold that at most ``far`` of the impostor scores reach."""
+    ranked = np.sort(impostors)[::-1]
+    allowed = int(np.floor(far * len(ranked)))
+    return float(ranked[min(allowed, len(ranked) - 1)]) + 1e-6
 
 
 def impostor_curve(impostors: np.ndarray,
@@ -231,8 +256,33 @@ def impostor_curve(impostors: np.ndarray,
         allowed = int(np.floor(far * len(ranked)))
         if allowed < 10:
             break
-        curve.append((far, round(float(ranked[allowed]) + 1e-6, 4)))
+        # Rounded up, so that the stored threshold keeps the FAR it promises.
+        curve.append((far, math.ceil((float(ranked[allowed]) + 1e-6) * 1e4) / 1e4))
     return curve
+
+
+@dataclass(frozen=True)
+class OpenSetPoint:
+    """What a bank of ``bank_samples`` needs for FPIR = ``fpir``, measured on LFW images."""
+
+    bank_samples: int
+    fpir: float
+    far: float
+    threshold: float
+    genuine_accepted: float  # share of same-person image pairs at or above the threshold
+
+
+def open_set_points(genuine: np.ndarray, impostors: np.ndarray,
+                    fpir: float = OPEN_SET_FPIR) -> list[OpenSetPoint]:
+    points = []
+    for samples in OPEN_SET_BANKS:
+        far = far_for_fpir(fpir, samples)
+        if far * len(impostors) < 10:  # fewer than 10 impostors above: not measurable
+            break
+        threshold = threshold_at_far(impostors, far)
+        points.append(OpenSetPoint(samples, fpir, far, threshold,
+                                   round(float((genuine >= threshold).mean()), 4)))
+    return points
 
 
 @dataclass
@@ -250,6 +300,8 @@ class LfwEvaluation:
     several_faces_nearest_center: int
     impostor_pairs: int = 0
     impostor_curve: list[tuple[float, float]] = field(default_factory=list)
+    genuine_pairs: int = 0
+    open_set: list[OpenSetPoint] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     # For plots; not part of the JSON report.
@@ -257,8 +309,10 @@ class LfwEvaluation:
     same: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)
 
     def as_dict(self) -> dict[str, object]:
-        return {key: value for key, value in self.__dict__.items()
-                if key not in ("scores", "same")}
+        report = {key: value for key, value in self.__dict__.items()
+                  if key not in ("scores", "same")}
+        report["open_set"] = [point.__dict__ for point in self.open_set]
+        return report
 
 
 def evaluate_lfw(pipeline: Pipeline, lfw_dir: Path, limit: int | None = None) -> LfwEvaluation:
@@ -277,8 +331,8 @@ def evaluate_lfw(pipeline: Pipeline, lfw_dir: Path, limit: int | None = None) ->
     folds = np.array([p.fold for p in usable])
     accuracies = fold_accuracies(scores, same, folds)
     embedded = sorted(vectors)
-    impostors = impostor_scores(np.stack([vectors[p] for p in embedded]),
-                                [p.parent.name for p in embedded])
+    genuine, impostors = pair_scores(np.stack([vectors[p] for p in embedded]),
+                                     [p.parent.name for p in embedded])
     return LfwEvaluation(
         pairs=len(usable), accuracy_mean=float(np.mean(accuracies)),
         accuracy_std=float(np.std(accuracies)), fold_accuracies=accuracies,
@@ -288,5 +342,6 @@ def evaluate_lfw(pipeline: Pipeline, lfw_dir: Path, limit: int | None = None) ->
         images=len(paths), no_face_center_crop=found.no_face,
         several_faces_nearest_center=found.several_faces,
         impostor_pairs=len(impostors), impostor_curve=impostor_curve(impostors),
+        genuine_pairs=len(genuine), open_set=open_set_points(genuine, impostors),
         errors=found.errors, seconds=time.perf_counter() - started, scores=scores, same=same,
     )
