@@ -62,9 +62,12 @@ def _engine_options(*, suppress: bool) -> argparse.ArgumentParser:
                        help="facenet (fast, default) or facenet+dlib (accurate: FaceNet fused "
                             "with dlib's ResNet, ~3x the CPU time per face)")
     group.add_argument("--upsample", type=int, default=default(None), metavar="N",
-                       help="detector upsampling (default: 1 up to 1.5 Mpx, else 0)")
-    group.add_argument("--min-face", type=int, default=default(20), metavar="PX",
-                       help="ignore faces smaller than this (default: 20)")
+                       help="search the photo at its own size with N doublings (default: "
+                            "a scale chosen from the smallest face, see --min-face)")
+    group.add_argument("--min-face", type=int, default=default(None), metavar="PX",
+                       help="smallest face to look for, in pixels; photos are searched at "
+                            "the scale that finds it (default: 7.5%% of the photo's short "
+                            "side, at least 40)")
     group.add_argument("--device", choices=["auto", "cpu", "cuda"], default=default("auto"),
                        help="where FaceNet runs (default: auto = cuda when available)")
     group.add_argument("--threads", type=int, default=default(None), metavar="N",
@@ -190,6 +193,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         raise UsageError("--upsample must be between 0 and 4")
     if args.threshold is not None and not -1.0 <= args.threshold <= 1.0:
         raise UsageError("--threshold is a cosine similarity between -1 and 1")
+    if args.min_face is not None and args.min_face < 1:
+        raise UsageError("--min-face is a face size in pixels, 1 or more")
     if not 0.0 < args.fpir < 1.0:
         raise UsageError("--fpir is a rate between 0 and 1, e.g. 0.01 for 1 %")
     return Settings(bank_dir=args.bank, models_dir=args.models, detector=args.detector,

@@ -24,7 +24,7 @@ class Settings:
     detector: str = "hog"
     embedder: str = "facenet"  # or "facenet+dlib", the accurate (slower) mode
     upsample: int | None = None
-    min_face_size: int = 20
+    min_face_size: int | None = None  # None: follows the photo's size (engine/detection.py)
     device: str = "auto"
     threads: int | None = None
     batch_size: int = 32

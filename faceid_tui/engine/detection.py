@@ -13,6 +13,13 @@ photo is searched on a copy resized by ``s = SMALLEST_FACE_AT_SCALE_1 / min_face
 (capped at :data:`MAX_AUTO_SCALE`): a 40-px minimum magnifies twice, an 80-px minimum searches
 the photo as it is, and a 160-px minimum searches a half-size copy (a quarter of the pixels).
 Boxes found on the copy are mapped back to the photo's pixels.
+
+**Default smallest face.** Unless the user sets ``min_face_size``, it follows the photo:
+:data:`AUTO_MIN_FACE_FRACTION` of its short side, and never less than
+:data:`DEFAULT_MIN_FACE_SIZE`. Small photos (short side up to 533 px: LFW, web images, group
+shots) are searched for 40-px faces at twice their size, as before; a 1080p photo for faces of
+81 px and up at its own size; a 4K or 24-Mpx camera photo on a downscaled copy. A face a
+fourteenth of the photo's height is still a face in a crowd; smaller ones need ``--min-face``.
 """
 
 from __future__ import annotations
@@ -32,9 +39,13 @@ from faceid_tui.engine.models import MMOD_DETECTOR, ModelStore
 #: 60, 18 at 70, all from 80. 80 (HOG's sliding window) leaves HOG a margin for harder faces.
 SMALLEST_FACE_AT_SCALE_1 = 80
 
-#: Default ``min_face_size``: the smallest face identification is asked to find. Smaller faces
-#: give chips too blurred to match, and finding them would need more than one doubling.
+#: The smallest face looked for by default (px): what upsample 1 finds on ordinary photos.
 DEFAULT_MIN_FACE_SIZE = 40
+#: With no explicit ``min_face_size``, faces smaller than this share of the photo's short side
+#: are not looked for (but never a limit below DEFAULT_MIN_FACE_SIZE). Searching a 1080p photo
+#: for 40-px faces would cost four times the pixels of searching it for 81-px ones
+#: (benchmarks/large_photos.py), for faces that small in a photo that large.
+AUTO_MIN_FACE_FRACTION = 0.075
 
 #: The most an automatic scale magnifies (the same as dlib upsample 1, the old default for small
 #: photos): past it the cost grows with s² while HOG searches interpolated blur. A smaller
@@ -66,16 +77,25 @@ class DetectorOptions:
 
     ``min_face_size``: faces smaller than this many pixels (box side, in the photo) are not
     looked for and boxes smaller than it are dropped; it also sets the detection scale (see
-    the module docstring). ``upsample``: when given, the photo is searched at its own size with
-    that many dlib doublings, as before automatic scaling; ``min_face_size`` then only filters.
+    the module docstring). None: :data:`AUTO_MIN_FACE_FRACTION` of the photo's short side, at
+    least :data:`DEFAULT_MIN_FACE_SIZE`. ``upsample``: when given, the photo is searched at its
+    own size with that many dlib doublings; ``min_face_size`` then only filters.
     """
 
     upsample: int | None = None
-    min_face_size: int = DEFAULT_MIN_FACE_SIZE
+    min_face_size: int | None = None
 
-    def scale(self) -> float:
+    def min_face_for(self, image: np.ndarray | None = None) -> int:
+        """The smallest face (px) looked for in ``image``."""
+        if self.min_face_size is not None:
+            return self.min_face_size
+        if image is None:
+            return DEFAULT_MIN_FACE_SIZE
+        return max(DEFAULT_MIN_FACE_SIZE, round(AUTO_MIN_FACE_FRACTION * min(image.shape[:2])))
+
+    def scale(self, image: np.ndarray | None = None) -> float:
         """The factor the photo is resized by before an automatic search."""
-        return min(SMALLEST_FACE_AT_SCALE_1 / max(1, self.min_face_size), MAX_AUTO_SCALE)
+        return min(SMALLEST_FACE_AT_SCALE_1 / max(1, self.min_face_for(image)), MAX_AUTO_SCALE)
 
 
 class Detector(Protocol):
@@ -99,7 +119,7 @@ class _SearchPlan:
 def _plan_search(image: np.ndarray, options: DetectorOptions) -> _SearchPlan:
     if options.upsample is not None:
         return _SearchPlan(image, options.upsample)
-    scale = options.scale()
+    scale = options.scale(image)
     if scale >= 2.0:
         # dlib's own doubling costs what a cv2 resize does and keeps the boxes of the old
         # default (upsample 1) for small photos.
@@ -148,7 +168,7 @@ class HogDetector:
         boxes = []
         for rect, score in zip(rects, scores, strict=True):
             box = _to_photo_box(plan, rect.left(), rect.top(), rect.right(), rect.bottom(),
-                                score, image, self.options.min_face_size)
+                                score, image, self.options.min_face_for(image))
             if box:
                 boxes.append(box)
         return boxes
@@ -171,7 +191,8 @@ class CnnDetector:
         for detection in self._detector(plan.image, plan.upsample):
             rect = detection.rect
             box = _to_photo_box(plan, rect.left(), rect.top(), rect.right(), rect.bottom(),
-                                detection.confidence, image, self.options.min_face_size)
+                                detection.confidence, image,
+                                self.options.min_face_for(image))
             if box:
                 boxes.append(box)
         return boxes
