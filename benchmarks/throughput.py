@@ -94,11 +94,12 @@ def peak_rss_mb() -> tuple[float, float]:
 
 # -- the contenders -------------------------------------------------------------------------------
 def run_faceid(pipeline, matcher, photos: list[Path], out: io.StringIO, workers: int) -> int:
+    from faceid_tui.bank.matching import matched_chunks
+    from faceid_tui.engine.pipeline import DEFAULT_CHUNK
+
     faces = 0
-    for result in pipeline.run(photos, workers=workers):
-        embedded = [face for face in result.faces if face.embedding is not None]
-        matches = matcher.match_photo(np.stack([f.embedding for f in embedded])) if embedded \
-            else []
+    results = pipeline.run(photos, workers=workers, chunk_size=DEFAULT_CHUNK)
+    for result, embedded, matches in matched_chunks(results, matcher, DEFAULT_CHUNK):
         faces += len(embedded)
         out.write(json.dumps({"path": str(result.path), "faces": [
             {"box": f.box.as_list(), "name": m.name, "score": m.score}

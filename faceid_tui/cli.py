@@ -22,10 +22,11 @@ from rich.table import Table
 
 from faceid_tui.bank.calibration import Calibration
 from faceid_tui.bank.identity_bank import IdentityBank, SyncReport
-from faceid_tui.bank.matching import DEFAULT_THRESHOLD, FaceMatch
+from faceid_tui.bank.matching import DEFAULT_THRESHOLD, FaceMatch, matched_chunks
 from faceid_tui.bank.thresholds import DEFAULT_FPIR, ThresholdChoice
 from faceid_tui.config import Settings, build_pipeline, open_bank, open_session
 from faceid_tui.engine.decode import is_image_name
+from faceid_tui.engine.embedding import EMBEDDERS
 from faceid_tui.engine.models import ModelStore
 from faceid_tui.engine.pipeline import DEFAULT_CHUNK, FaceResult, PhotoResult
 from faceid_tui.errors import BankError, FaceIdError, InvalidNameError
@@ -57,10 +58,11 @@ def _engine_options(*, suppress: bool) -> argparse.ArgumentParser:
                        metavar="DIR", help="model folder (default: ./face_models)")
     group.add_argument("--detector", choices=["hog", "cnn"], default=default("hog"),
                        help="face detector: dlib HOG (fast, default) or dlib CNN/MMOD")
-    group.add_argument("--embedder", choices=["facenet", "facenet+dlib"],
-                       default=default("facenet"),
-                       help="facenet (fast, default) or facenet+dlib (accurate: FaceNet fused "
-                            "with dlib's ResNet, ~3x the CPU time per face)")
+    group.add_argument("--embedder", choices=sorted(EMBEDDERS), default=default("facenet"),
+                       help="facenet (torch, default); facenet+dlib (accurate: FaceNet fused "
+                            "with dlib's ResNet, ~4x the CPU time per face); facenet-onnx / "
+                            "facenet-onnx-int8 (the same weights on ONNX Runtime, faster on "
+                            "the CPU; int8 is built once from face photos, see README)")
     group.add_argument("--upsample", type=int, default=default(None), metavar="N",
                        help="search the photo at its own size with N doublings (default: "
                             "a scale chosen from the smallest face, see --min-face)")
@@ -291,11 +293,9 @@ def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
         with progress_bar(len(photos), "scanning", enabled=not args.json) as advance:
             # Annotating keeps decoded photos until their chunk is embedded: smaller chunks.
             annotate = args.annotate is not None
-            for result in pipeline.run(photos, keep_images=annotate,
-                                       chunk_size=8 if annotate else DEFAULT_CHUNK):
-                embedded = [face for face in result.faces if face.embedding is not None]
-                matches = matcher.match_photo(
-                    np.stack([face.embedding for face in embedded])) if embedded else []
+            chunk = 8 if annotate else DEFAULT_CHUNK
+            for result, embedded, matches in matched_chunks(
+                    pipeline.run(photos, keep_images=annotate, chunk_size=chunk), matcher, chunk):
                 record = photo_record(result, pipeline.model_id, threshold, matches)
                 if result.error:
                     failed += 1

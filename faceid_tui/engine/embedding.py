@@ -143,10 +143,34 @@ def _fused_model_id(models: ModelStore) -> str:
     return fused_model_id(models)
 
 
+# Modules of the optional embedders load on use, so torch-only runs never import dlib's
+# ResNet or onnxruntime.
+def _onnx_fp32(options: EmbedderOptions, models: ModelStore) -> Embedder:
+    from faceid_tui.engine.onnx_embedder import create_onnx
+
+    return create_onnx(options, models)
+
+
+def _onnx_int8(options: EmbedderOptions, models: ModelStore) -> Embedder:
+    from faceid_tui.engine.onnx_embedder import create_onnx_int8
+
+    return create_onnx_int8(options, models)
+
+
+def _onnx_int8_model_id(models: ModelStore) -> str:
+    from faceid_tui.engine.onnx_embedder import onnx_int8_model_id
+
+    return onnx_int8_model_id(models)
+
+
 EMBEDDERS: dict[str, EmbedderEntry] = {
     "facenet": EmbedderEntry(FacenetEmbedder, facenet_model_id),
     # The accurate mode: FaceNet + dlib ResNet score fusion (engine/fusion.py).
     "facenet+dlib": EmbedderEntry(_fused, _fused_model_id, chip=FUSED_CHIP),
+    # The same FaceNet weights on onnxruntime's CPU provider (engine/onnx_embedder.py). fp32
+    # equals torch to float noise and shares its model id; int8 has its own ("…+int8").
+    "facenet-onnx": EmbedderEntry(_onnx_fp32, facenet_model_id),
+    "facenet-onnx-int8": EmbedderEntry(_onnx_int8, _onnx_int8_model_id),
 }
 
 
