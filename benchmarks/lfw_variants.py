@@ -238,7 +238,7 @@ def main() -> None:
     for name in ("fn_pad0.4", "fn_pad0.5", "fn_pad0.6"):
         if name not in vectors or "dlib" not in vectors:
             continue
-        for weight in (0.3, 0.4, 0.5, 0.6):
+        for weight in (0.1, 0.2, 0.3, 0.5):
             fused = weight * cosine(vectors[name]) + (1 - weight) * cosine(vectors["dlib"])
             report(f"{weight:g}·{name} + {1 - weight:g}·dlib", fused,
                    1000 * (costs[name] + costs["dlib"]))

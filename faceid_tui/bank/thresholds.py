@@ -61,11 +61,28 @@ class ImpostorCurve:
 
 
 #: Per-model impostor curves from LFW: every pair of the 7,701 View 2 images of different
-#: people (about 29.6 million impostor pairs, so FARs down to 1e-6 are measured with 30 or more
-#: pairs). Produced by
-#:     faceid eval lfw ../shared/lfw --json      (key "impostor_curve")
-#: on 2026-11-28 with dlib HOG detection; rerun it after changing alignment or weights.
-IMPOSTOR_CURVES: dict[str, ImpostorCurve] = {}
+#: people (29,640,749 impostor pairs, so even FAR 1e-6 rests on 29 pairs above the threshold).
+#: Produced on 2026-11-28 (dlib HOG detection, faceid's own pipeline) by
+#:     faceid eval lfw ../shared/lfw --json [--embedder facenet+dlib]   (key "impostor_curve")
+#: Rerun it after changing alignment or weights: a model id missing here gets FALLBACK_THRESHOLD.
+IMPOSTOR_CURVES: dict[str, ImpostorCurve] = {
+    "facenet-casia-webface-20180408/dlib5-chip160-pad0.4": ImpostorCurve(
+        "LFW impostors, faceid eval lfw",
+        (
+            (0.1, 0.3203), (0.03, 0.4117), (0.01, 0.4774), (0.003, 0.5365), (0.001, 0.5817),
+            (0.0003, 0.6249), (0.0001, 0.6599), (3e-05, 0.6934), (1e-05, 0.7218), (3e-06, 0.7541),
+            (1e-06, 0.7783),
+        ),
+    ),
+    "facenet-casia-webface-20180408+dlib-resnet-v1-w0.1/dlib5-chip360-pad0.4": ImpostorCurve(
+        "LFW impostors, faceid eval lfw --embedder facenet+dlib",
+        (
+            (0.1, 0.8175), (0.03, 0.8406), (0.01, 0.8568), (0.003, 0.8715), (0.001, 0.8833),
+            (0.0003, 0.895), (0.0001, 0.9047), (3e-05, 0.914), (1e-05, 0.9221), (3e-06, 0.931),
+            (1e-06, 0.9385),
+        ),
+    ),
+}
 
 
 @dataclass(frozen=True)
