@@ -9,6 +9,10 @@ already runs torch's thread pool (fork after threads can deadlock).
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -24,10 +28,40 @@ _WORKER: object | None = None  # this worker process's own FaceFinder
 def _start_worker(detector: str, options: DetectorOptions, chip: ChipSpec,
                   models_dir: str) -> None:
     global _WORKER
+    _follow_parent()
     from faceid_tui.engine.models import ModelStore
     from faceid_tui.engine.pipeline import FaceFinder
 
     _WORKER = FaceFinder(ModelStore(Path(models_dir)), detector, options, chip)
+
+
+def _follow_parent() -> None:
+    """Make this worker end with the process that started it, and let go of its output.
+
+    A worker inherits the parent's stdout and stderr; were it to outlive a parent killed with
+    SIGKILL, whoever reads the parent's output (a pipe in a script, the terminal) would wait for
+    the orphan. So the worker writes nowhere (results travel through the pool's pipes), asks
+    Linux to kill it when the parent dies, and elsewhere checks for a new parent every second.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before the request took hold
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="faceid-parent-watch", daemon=True).start()
 
 
 def _find_in_worker(path: Path, fallback_center: bool, keep_image: bool):  # -> PhotoResult
