@@ -63,7 +63,7 @@ class ImpostorCurve:
 #: Per-model impostor curves from LFW: every pair of the 7,701 View 2 images of different
 #: people (29,640,749 impostor pairs, so even FAR 1e-6 rests on 29 pairs above the threshold).
 #: Produced on 2026-11-28 (dlib HOG detection, faceid's own pipeline) by
-#:     faceid eval lfw ../shared/lfw --json [--embedder facenet+dlib]   (key "impostor_curve")
+#:     faceid eval lfw ../shared/lfw --json [--embedder NAME]   (key "impostor_curve")
 #: Rerun it after changing alignment or weights: a model id missing here gets FALLBACK_THRESHOLD.
 IMPOSTOR_CURVES: dict[str, ImpostorCurve] = {
     "facenet-casia-webface-20180408/dlib5-chip160-pad0.4": ImpostorCurve(
@@ -82,8 +82,17 @@ IMPOSTOR_CURVES: dict[str, ImpostorCurve] = {
             (1e-06, 0.9385),
         ),
     ),
+    # int8 calibrated on ../shared/faces/identities (python -m faceid_tui.engine.onnx_embedder
+    # --int8 ../shared/faces/identities); another calibration set gives a slightly different model.
+    "facenet-casia-webface-20180408/dlib5-chip160-pad0.4+int8": ImpostorCurve(
+        "LFW impostors, faceid eval lfw --embedder facenet-onnx-int8",
+        (
+            (0.1, 0.3198), (0.03, 0.4111), (0.01, 0.4767), (0.003, 0.5357), (0.001, 0.5808),
+            (0.0003, 0.6238), (0.0001, 0.6589), (3e-05, 0.6922), (1e-05, 0.7204),
+            (3e-06, 0.7528), (1e-06, 0.7776),
+        ),
+    ),
 }
-
 
 @dataclass(frozen=True)
 class ThresholdChoice:
