@@ -15,12 +15,17 @@ from faceid_tui.bank.thresholds import (
     IMPOSTOR_CURVES,
     ImpostorCurve,
     curve_threshold,
-    far_for_fpir,
-    fpir_for_far,
     save_threshold,
     saved_threshold,
 )
-from faceid_tui.engine.evaluation import impostor_curve, open_set_points, pair_scores
+from faceid_tui.engine.evaluation import (
+    far_for_fpir,
+    fpir_for_far,
+    highest_first,
+    impostor_curve,
+    open_set_points,
+    pair_scores,
+)
 from faceid_tui.engine.pipeline import Pipeline
 
 from .conftest import copy_identity
@@ -65,11 +70,11 @@ def test_impostor_scores_and_curve_on_known_vectors() -> None:
     assert len(scores) == 5 and np.all(scores == 0)  # 6 pairs minus the genuine one
     assert genuine.tolist() == [1.0]
     ranked = np.linspace(0, 1, 1001)
-    curve = dict(impostor_curve(ranked, fars=(1e-1, 1e-2, 1e-3)))
+    curve = dict(impostor_curve(highest_first(ranked), fars=(1e-1, 1e-2, 1e-3)))
     assert set(curve) == {1e-1, 1e-2}  # 1e-3 would rest on a single impostor: left out
     assert (ranked >= curve[1e-2]).sum() == 10
     impostors = np.linspace(0, 1, 100_001)
-    points = open_set_points(np.array([0.995, 0.9995, 0.5]), impostors)
+    points = open_set_points(np.array([0.995, 0.9995, 0.5]), highest_first(impostors))
     assert [p.bank_samples for p in points] == [1, 10, 100]  # 1,000 needs 10x the impostors
     assert [p.genuine_accepted for p in points] == pytest.approx([2 / 3, 1 / 3, 0.0], abs=1e-3)
     for point in points:  # each threshold lets through the share of impostors it promises

@@ -25,6 +25,7 @@ from faceid_tui.bank.thresholds import (
     curve_threshold,
     far_for_fpir,
 )
+from faceid_tui.engine.evaluation import highest_first, threshold_at_far
 
 MIN_IMPOSTORS_ABOVE = 10
 QUANTILES = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
@@ -93,9 +94,7 @@ def calibrate(names: list[str], samples: np.ndarray, model_id: str,
     if identities < 2:
         notes.append("fewer than 2 identities: no impostor scores at all")
     if len(impostor) >= needed:
-        allowed = int(np.floor(far * len(impostor)))
-        ranked = np.sort(impostor)[::-1]
-        bank_threshold = float(ranked[allowed]) + 1e-6  # `allowed` impostors stay above it
+        bank_threshold = threshold_at_far(highest_first(impostor), far)
         threshold = ThresholdChoice(bank_threshold, "calibrated",
                                     f"bank impostors: {len(impostor)} pairs, FAR {far:.1e}")
     else:

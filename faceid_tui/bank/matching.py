@@ -26,11 +26,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from faceid_tui.bank.index import CANDIDATE_SAMPLES, INDEX_MIN_SAMPLES, SampleIndex, build_index
-from faceid_tui.engine.pipeline import FaceResult, PhotoResult
+
+if TYPE_CHECKING:  # only for annotations: matching needs no detector or network
+    from faceid_tui.engine.pipeline import FaceResult, PhotoResult
 
 #: Default cosine-similarity threshold for FaceNet CASIA-WebFace with the dlib 5-point chip
 #: (160 px, padding 0.4). Measured with
@@ -284,18 +287,17 @@ def matched_chunks(results: Iterable[PhotoResult], matcher: Matcher, size: int,
     """Each result with its embedded faces and their matches; the faces of ``size`` photos
     are matched together, in one matrix product (the pipeline yields a chunk at a time)."""
     batch: list[PhotoResult] = []
-    for result in _with_end(results):  # None marks the end: match what is left
-        if result is not None:
-            batch.append(result)
-        if batch and (result is None or len(batch) >= size):
-            faces = [[f for f in r.faces if f.embedding is not None] for r in batch]
-            matches = matcher.match_photos(
-                [np.stack([f.embedding for f in found]) if found else np.zeros((0, 1))
-                 for found in faces])
-            yield from zip(batch, faces, matches, strict=True)
+    for result in results:
+        batch.append(result)
+        if len(batch) >= size:
+            yield from _match_batch(batch, matcher)
             batch = []
+    yield from _match_batch(batch, matcher)
 
 
-def _with_end(results: Iterable[PhotoResult]) -> Iterator[PhotoResult | None]:
-    yield from results
-    yield None
+def _match_batch(batch: list[PhotoResult], matcher: Matcher,
+                 ) -> Iterator[tuple[PhotoResult, list[FaceResult], list[FaceMatch]]]:
+    faces = [[f for f in result.faces if f.embedding is not None] for result in batch]
+    matches = matcher.match_photos([np.stack([f.embedding for f in found]) if found
+                                    else np.zeros((0, 1)) for found in faces])
+    yield from zip(batch, faces, matches, strict=True)

@@ -22,10 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from faceid_tui.bank.matching import DEFAULT_THRESHOLD
-from faceid_tui.engine.evaluation import far_for_fpir, fpir_for_far
+from faceid_tui.engine.evaluation import far_for_fpir
 from faceid_tui.fsutil import atomic_write_bytes
-
-__all__ = ["far_for_fpir", "fpir_for_far"]  # the FPIR arithmetic, re-exported
 
 #: Target share of strangers that may be given a name.
 DEFAULT_FPIR = 0.01

@@ -85,42 +85,41 @@ class DetectPool:
         bounds memory; a window of a few batches keeps every worker busy while the caller
         embeds). If a worker dies (a native crash in a decoder or dlib), the photos still in
         flight and the rest go to ``on_broken`` in this process instead."""
-        pending: deque[tuple[Path, Future]] = deque()
+        pending: deque[tuple[Path, Future | None]] = deque()  # None: not sent to a worker
         broken = False
-        paths = iter(paths)
-        exhausted = False
-        while True:
-            while not broken and not exhausted and len(pending) < window:
-                try:
-                    path = next(paths)
-                except StopIteration:
-                    exhausted = True
-                    break
-                try:
-                    pending.append((path, self._executor.submit(
-                        _find_in_worker, Path(path), fallback_center, keep_images)))
-                except BrokenProcessPool:
-                    broken = True
-                    pending.append((path, None))  # type: ignore[arg-type]
-            if not pending:
-                if broken and not exhausted and on_broken is not None:
-                    for path in paths:
-                        if should_stop and should_stop():
-                            return
-                        yield on_broken(Path(path))
-                return
+
+        def top_up() -> None:
+            nonlocal broken
+            while len(pending) < window:
+                path = next(paths, None)
+                if path is None:
+                    return
+                future = None
+                if not broken:
+                    try:
+                        future = self._executor.submit(_find_in_worker, Path(path),
+                                                       fallback_center, keep_images)
+                    except BrokenProcessPool:
+                        broken = True
+                pending.append((Path(path), future))
+
+        top_up()
+        while pending:
             if should_stop and should_stop():
                 return
             path, future = pending.popleft()
-            try:
-                if future is None:
-                    raise BrokenProcessPool("pool already broken")
-                yield future.result()
-            except BrokenProcessPool:
-                broken = True
+            result = None
+            if future is not None:
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    broken = True
+            if result is None:
                 if on_broken is None:
-                    raise
-                yield on_broken(Path(path))
+                    raise BrokenProcessPool(f"a detect worker died before {path} was read")
+                result = on_broken(path)
+            yield result
+            top_up()
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)

@@ -239,25 +239,29 @@ def pair_scores(vectors: np.ndarray, identities: list[str],
     return np.concatenate(genuine), np.concatenate(impostor)
 
 
-def threshold_at_far(impostors: np.ndarray, far: float) -> float:
-    """The lowest threshold that at most ``far`` of the impostor scores reach."""
-    ranked = np.sort(impostors)[::-1]
+def highest_first(scores: np.ndarray) -> np.ndarray:
+    """Scores sorted from the highest: sort millions of impostors once, then read many FARs."""
+    return np.sort(scores)[::-1]
+
+
+def threshold_at_far(ranked: np.ndarray, far: float) -> float:
+    """The lowest threshold that at most ``far`` of the impostor scores reach; ``ranked`` is
+    :func:`highest_first` of them."""
     allowed = int(np.floor(far * len(ranked)))
     return float(ranked[min(allowed, len(ranked) - 1)]) + 1e-6
 
 
-def impostor_curve(impostors: np.ndarray,
+def impostor_curve(ranked: np.ndarray,
                    fars: tuple[float, ...] = CURVE_FARS) -> list[tuple[float, float]]:
-    """``(far, threshold)`` with ``far`` of the impostor scores ``>= threshold``; FARs that
-    fewer than 10 impostors would measure are left out."""
-    ranked = np.sort(impostors)[::-1]
+    """``(far, threshold)`` with ``far`` of the impostor scores ``>= threshold`` (``ranked``:
+    :func:`highest_first` of them); FARs that fewer than 10 impostors would measure are left
+    out."""
     curve = []
     for far in fars:
-        allowed = int(np.floor(far * len(ranked)))
-        if allowed < 10:
+        if far * len(ranked) < 10:
             break
         # Rounded up, so that the stored threshold keeps the FAR it promises.
-        curve.append((far, math.ceil((float(ranked[allowed]) + 1e-6) * 1e4) / 1e4))
+        curve.append((far, math.ceil(threshold_at_far(ranked, far) * 1e4) / 1e4))
     return curve
 
 
@@ -272,14 +276,15 @@ class OpenSetPoint:
     genuine_accepted: float  # share of same-person image pairs at or above the threshold
 
 
-def open_set_points(genuine: np.ndarray, impostors: np.ndarray,
+def open_set_points(genuine: np.ndarray, ranked: np.ndarray,
                     fpir: float = OPEN_SET_FPIR) -> list[OpenSetPoint]:
+    """The open-set table; ``ranked`` is :func:`highest_first` of the impostor scores."""
     points = []
     for samples in OPEN_SET_BANKS:
         far = far_for_fpir(fpir, samples)
-        if far * len(impostors) < 10:  # fewer than 10 impostors above: not measurable
+        if far * len(ranked) < 10:  # fewer than 10 impostors above: not measurable
             break
-        threshold = threshold_at_far(impostors, far)
+        threshold = threshold_at_far(ranked, far)
         points.append(OpenSetPoint(samples, fpir, far, threshold,
                                    round(float((genuine >= threshold).mean()), 4)))
     return points
@@ -333,6 +338,7 @@ def evaluate_lfw(pipeline: Pipeline, lfw_dir: Path, limit: int | None = None) ->
     embedded = sorted(vectors)
     genuine, impostors = pair_scores(np.stack([vectors[p] for p in embedded]),
                                      [p.parent.name for p in embedded])
+    ranked = highest_first(impostors)
     return LfwEvaluation(
         pairs=len(usable), accuracy_mean=float(np.mean(accuracies)),
         accuracy_std=float(np.std(accuracies)), fold_accuracies=accuracies,
@@ -341,7 +347,7 @@ def evaluate_lfw(pipeline: Pipeline, lfw_dir: Path, limit: int | None = None) ->
         tar_at_far_1e3=tar_at_far(scores, same, 1e-3)[0],
         images=len(paths), no_face_center_crop=found.no_face,
         several_faces_nearest_center=found.several_faces,
-        impostor_pairs=len(impostors), impostor_curve=impostor_curve(impostors),
-        genuine_pairs=len(genuine), open_set=open_set_points(genuine, impostors),
+        impostor_pairs=len(impostors), impostor_curve=impostor_curve(ranked),
+        genuine_pairs=len(genuine), open_set=open_set_points(genuine, ranked),
         errors=found.errors, seconds=time.perf_counter() - started, scores=scores, same=same,
     )
