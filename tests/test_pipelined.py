@@ -3,9 +3,14 @@ naive one-photo-at-a-time loop."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from faceid_tui.bank.matching import Matcher
 from faceid_tui.engine.decode import is_image_name, load_rgb
@@ -53,3 +58,61 @@ def test_a_stop_request_ends_a_parallel_run_early(pipeline: Pipeline, identity_p
                                should_stop=lambda: len(seen) >= 6):
         seen.append(result)
     assert 6 <= len(seen) < len(photos)
+
+
+PARENT_KILLED_AT_SPAWN = """
+import os, signal, sys
+from pathlib import Path
+from faceid_tui.engine.alignment import FACENET_CHIP
+from faceid_tui.engine.detect_pool import DetectPool
+from faceid_tui.engine.detection import DetectorOptions
+
+pool = DetectPool(2, "hog", DetectorOptions(), FACENET_CHIP, Path(sys.argv[1]))
+results = pool.map_ordered(iter([Path(sys.argv[2])] * 4), fallback_center=True,
+                           keep_images=False, window=4)
+next(results)  # the workers are up and have done their first photo
+print(*pool._executor._processes, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+PARENT_KILLED_BEFORE_WORKERS_START = """
+import os, signal, sys
+from pathlib import Path
+from faceid_tui.engine.alignment import FACENET_CHIP
+from faceid_tui.engine.detect_pool import DetectPool
+from faceid_tui.engine.detection import DetectorOptions
+
+pool = DetectPool(2, "hog", DetectorOptions(), FACENET_CHIP, Path(sys.argv[1]))
+for _ in range(2):  # each submit spawns one worker; they are still importing
+    pool._executor.submit(os.getpid)
+print(*pool._executor._processes, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("script", [PARENT_KILLED_BEFORE_WORKERS_START, PARENT_KILLED_AT_SPAWN],
+                         ids=["before-workers-start", "after-first-photo"])
+def test_workers_end_with_a_parent_killed_by_sigkill(script: str, models_dir: Path,
+                                                     identity_photos) -> None:
+    """Orphaned workers would hold the parent's stdout open (a reader such as ``faceid scan
+    | jq`` would never see the end) and wait forever on the pool's queue. A parent killed
+    while its workers are still importing once left them running for good: they took the
+    reaper for their parent."""
+    process = subprocess.Popen([sys.executable, "-c", script, str(models_dir),
+                                str(next(iter(identity_photos.values()))[0])],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    output, _ = process.communicate(timeout=120)  # returns once no process holds stdout
+    worker_pids = [int(pid) for pid in output.split()]
+    assert len(worker_pids) == 2 and process.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 60
+    while any(map(_alive, worker_pids)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(map(_alive, worker_pids)), worker_pids

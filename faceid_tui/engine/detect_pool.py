@@ -12,7 +12,6 @@ import multiprocessing
 import os
 import signal
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -40,25 +39,28 @@ def _follow_parent() -> None:
 
     A worker inherits the parent's stdout and stderr; were it to outlive a parent killed with
     SIGKILL, whoever reads the parent's output (a pipe in a script, the terminal) would wait for
-    the orphan. So the worker writes nowhere (results travel through the pool's pipes), asks
-    Linux to kill it when the parent dies, and elsewhere checks for a new parent every second.
+    the orphan, and the orphan itself would wait forever on the pool's queue. So the worker
+    writes nowhere (results travel through the pool's pipes), asks Linux to kill it when the
+    parent dies, and watches the parent's sentinel, which also covers a parent that died
+    before this worker got here (``os.getppid()`` would then already name the reaper).
     """
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
-    parent = os.getppid()
+    parent = multiprocessing.parent_process()
+    if parent is None:  # not started by multiprocessing: nothing to follow
+        return
     try:
         import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
-    if os.getppid() != parent:  # the parent died before the request took hold
+    if not parent.is_alive():  # the parent died before the request took hold
         os._exit(1)
 
     def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
+        parent.join()  # returns when the parent's end of the sentinel pipe closes
         os._exit(1)
 
     threading.Thread(target=watch, name="faceid-parent-watch", daemon=True).start()
