@@ -78,19 +78,24 @@ def _shape(box: np.ndarray, points: np.ndarray):
         rect, [dlib.point(int(points[2 * i]), int(points[2 * i + 1])) for i in range(5)])
 
 
-def _dlib_descriptor(job: tuple[str, int, list[float], list[float]]) -> np.ndarray:
+def _dlib_descriptor(job: tuple[str, int, list[float], list[float], bool]) -> np.ndarray:
+    """dlib's descriptor of the face, of its mirror image when ``flipped``."""
+    import cv2
+    import dlib
+
     from faceid_tui.engine.alignment import center_crop_chip
     from faceid_tui.engine.decode import load_rgb
 
-    path, status, box, points = job
+    path, status, box, points, flipped = job
     image = load_rgb(Path(path))
     if status == NO_FACE:
-        import cv2
-
         chip = cv2.resize(center_crop_chip(image)[0], (150, 150))
-        return np.array(_RESNET.compute_face_descriptor(chip), dtype=np.float32)
-    shape = _shape(np.array(box), np.array(points))
-    return np.array(_RESNET.compute_face_descriptor(image, shape), dtype=np.float32)
+    else:
+        chip = dlib.get_face_chip(image, _shape(np.array(box), np.array(points)), size=150,
+                                  padding=0.25)
+    if flipped:
+        chip = np.ascontiguousarray(chip[:, ::-1])
+    return np.array(_RESNET.compute_face_descriptor(chip), dtype=np.float32)
 
 
 def facenet_chip(image: np.ndarray, status: int, box: np.ndarray, points: np.ndarray,
@@ -194,19 +199,20 @@ def main() -> None:
                          seconds=(time.perf_counter() - started) * (os.cpu_count() or 1))
             loaded = np.load(file)
             vectors[key], costs[key] = loaded["vectors"], float(loaded["seconds"]) / len(paths)
-    file = cache / "dlib_resnet.npz"
-    if not file.exists() and (wanted is None or "dlib" in wanted):
-        started = time.perf_counter()
-        jobs = [(str(p), int(status[i]), boxes[i].tolist(), points[i].tolist())
-                for i, p in enumerate(paths)]
-        with ProcessPoolExecutor(args.processes, initializer=_worker_init) as pool:
-            descriptors = np.stack(list(pool.map(_dlib_descriptor, jobs, chunksize=16)))
-        np.savez(file, vectors=descriptors,
-                 seconds=(time.perf_counter() - started) * args.processes)
-    if file.exists():
-        loaded = np.load(file)
-        vectors["dlib"] = normalise(loaded["vectors"])
-        costs["dlib"] = float(loaded["seconds"]) / len(paths)
+    for key, flipped in (("dlib", False), ("dlib_flip", True)):
+        file = cache / ("dlib_resnet.npz" if not flipped else "dlib_resnet_flip.npz")
+        if not file.exists() and (wanted is None or key in wanted):
+            started = time.perf_counter()
+            jobs = [(str(p), int(status[i]), boxes[i].tolist(), points[i].tolist(), flipped)
+                    for i, p in enumerate(paths)]
+            with ProcessPoolExecutor(args.processes, initializer=_worker_init) as pool:
+                descriptors = np.stack(list(pool.map(_dlib_descriptor, jobs, chunksize=16)))
+            np.savez(file, vectors=descriptors,
+                     seconds=(time.perf_counter() - started) * args.processes)
+        if file.exists():
+            loaded = np.load(file)
+            vectors[key] = normalise(loaded["vectors"])
+            costs[key] = float(loaded["seconds"]) / len(paths)
 
     # Stage 3: score.
     index = {path: i for i, path in enumerate(paths)}
@@ -235,9 +241,19 @@ def main() -> None:
             averaged = normalise(vectors[name] + vectors[name + "_flip"])
             report(f"{name} + flip average", cosine(averaged),
                    1000 * (costs[name] + costs[name + "_flip"]))
+    if "dlib" in vectors and "dlib_flip" in vectors:
+        vectors["dlib+flip"] = normalise(vectors["dlib"] + vectors["dlib_flip"])
+        costs["dlib+flip"] = costs["dlib"] + costs["dlib_flip"]
+        report("dlib + flip average", cosine(vectors["dlib+flip"]), 1000 * costs["dlib+flip"])
     for name in ("fn_pad0.4", "fn_pad0.5", "fn_pad0.6"):
         if name not in vectors or "dlib" not in vectors:
             continue
+        if "dlib+flip" in vectors:
+            for weight in (0.1, 0.2):
+                fused = (weight * cosine(vectors[name])
+                         + (1 - weight) * cosine(vectors["dlib+flip"]))
+                report(f"{weight:g}·{name} + {1 - weight:g}·(dlib + flip)", fused,
+                       1000 * (costs[name] + costs["dlib+flip"]))
         for weight in (0.1, 0.2, 0.3, 0.5):
             fused = weight * cosine(vectors[name]) + (1 - weight) * cosine(vectors["dlib"])
             report(f"{weight:g}·{name} + {1 - weight:g}·dlib", fused,

@@ -67,9 +67,10 @@ def embedding_only(pipeline, chips: np.ndarray, batches: list[int]) -> list[tupl
     import torch
 
     figures = []
+    # The accurate mode's batch size is its FaceNet half's.
+    batched = getattr(pipeline.embedder, "facenet", pipeline.embedder)
     for batch in batches:
-        pipeline.embedder.options = dataclasses.replace(pipeline.embedder.options,
-                                                        batch_size=batch)
+        batched.options = dataclasses.replace(batched.options, batch_size=batch)
         count = max(batch * 4, 256 if batch > 1 else 64)
         work = chips[np.arange(count) % len(chips)]
         pipeline.embedder.embed(work[:batch])  # warm-up

@@ -58,3 +58,25 @@ def test_the_fused_vector_is_the_weighted_concatenation(fused: Pipeline, pipelin
     expected = FACENET_WEIGHT * facenet_scores + (1 - FACENET_WEIGHT) * dlib_scores
     np.testing.assert_allclose(scores, expected, atol=0.01)
     assert scores[0, 1] > max(scores[0, 2], scores[1, 2])
+
+
+def test_the_detect_workers_compute_the_dlib_half(fused: Pipeline, identity_photos) -> None:
+    """dlib's descriptor is the fused embedder's chip stage: on long runs the worker processes
+    compute it beside detection; the vectors equal those of a run in this process."""
+    photos = [path for name in ("George_Clooney", "Juanes", "Martha_Burk")
+              for path in identity_photos[name][:2]]
+    in_process = list(fused.run(photos, workers=0))
+    in_workers = list(fused.run(photos, workers=2, chunk_size=4))
+    compared = 0
+    for here, there in zip(in_process, in_workers, strict=True):
+        assert [f.box.as_list() for f in here.faces] == [f.box.as_list() for f in there.faces]
+        for face_here, face_there in zip(here.faces, there.faces, strict=True):
+            assert face_there.features is not None and face_there.features.shape == (128,)
+            np.testing.assert_allclose(face_there.features, face_here.features, atol=1e-5)
+            np.testing.assert_allclose(face_there.embedding, face_here.embedding, atol=1e-4)
+            # The fused vector's dlib half is the descriptor the stage computed.
+            np.testing.assert_allclose(face_there.embedding[512:],
+                                       math.sqrt(1 - FACENET_WEIGHT) * face_there.features,
+                                       atol=1e-6)
+            compared += 1
+    assert compared >= len(photos)

@@ -63,11 +63,10 @@ def test_a_stop_request_ends_a_parallel_run_early(pipeline: Pipeline, identity_p
 PARENT_KILLED_AT_SPAWN = """
 import os, signal, sys
 from pathlib import Path
-from faceid_tui.engine.alignment import FACENET_CHIP
 from faceid_tui.engine.detect_pool import DetectPool
 from faceid_tui.engine.detection import DetectorOptions
 
-pool = DetectPool(2, "hog", DetectorOptions(), FACENET_CHIP, Path(sys.argv[1]))
+pool = DetectPool(2, "hog", DetectorOptions(), "facenet", Path(sys.argv[1]))
 results = pool.map_ordered(iter([Path(sys.argv[2])] * 4), fallback_center=True,
                            keep_images=False, window=4)
 next(results)  # the workers are up and have done their first photo
@@ -78,11 +77,10 @@ os.kill(os.getpid(), signal.SIGKILL)
 PARENT_KILLED_BEFORE_WORKERS_START = """
 import os, signal, sys
 from pathlib import Path
-from faceid_tui.engine.alignment import FACENET_CHIP
 from faceid_tui.engine.detect_pool import DetectPool
 from faceid_tui.engine.detection import DetectorOptions
 
-pool = DetectPool(2, "hog", DetectorOptions(), FACENET_CHIP, Path(sys.argv[1]))
+pool = DetectPool(2, "hog", DetectorOptions(), "facenet", Path(sys.argv[1]))
 for _ in range(2):  # each submit spawns one worker; they are still importing
     pool._executor.submit(os.getpid)
 print(*pool._executor._processes, flush=True)

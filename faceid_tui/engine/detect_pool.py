@@ -18,20 +18,19 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from faceid_tui.engine.alignment import ChipSpec
 from faceid_tui.engine.detection import DetectorOptions
 
 _WORKER: object | None = None  # this worker process's own FaceFinder
 
 
-def _start_worker(detector: str, options: DetectorOptions, chip: ChipSpec,
+def _start_worker(detector: str, options: DetectorOptions, embedder: str,
                   models_dir: str) -> None:
     global _WORKER
     _follow_parent()
     from faceid_tui.engine.models import ModelStore
     from faceid_tui.engine.pipeline import FaceFinder
 
-    _WORKER = FaceFinder(ModelStore(Path(models_dir)), detector, options, chip)
+    _WORKER = FaceFinder(ModelStore(Path(models_dir)), detector, options, embedder)
 
 
 def _follow_parent() -> None:
@@ -71,14 +70,15 @@ def _find_in_worker(path: Path, fallback_center: bool, keep_image: bool):  # -> 
 
 
 class DetectPool:
-    """A pool of ``workers`` processes, each with its own detector and aligner."""
+    """A pool of ``workers`` processes, each with its own detector, aligner and, when the
+    embedder ``embedder`` has one, chip stage."""
 
-    def __init__(self, workers: int, detector: str, options: DetectorOptions, chip: ChipSpec,
+    def __init__(self, workers: int, detector: str, options: DetectorOptions, embedder: str,
                  models_dir: Path) -> None:
         self.workers = workers
         self._executor = ProcessPoolExecutor(
             workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_worker, initargs=(detector, options, chip, str(models_dir)))
+            initializer=_start_worker, initargs=(detector, options, embedder, str(models_dir)))
 
     def map_ordered(self, paths: Iterator[Path], *, fallback_center: bool, keep_images: bool,
                     window: int, should_stop: Callable[[], bool] | None = None,

@@ -47,6 +47,14 @@ class Embedder(Protocol):
     def embed(self, chips: np.ndarray) -> np.ndarray: ...
 
 
+class ChipStage(Protocol):
+    """The part of an embedder that runs where faces are found (in the detect worker
+    processes on long runs): chips in, one feature vector per chip out. An embedder whose
+    registry entry has one takes those features back: ``embed(chips, features=...)``."""
+
+    def __call__(self, chips: np.ndarray) -> np.ndarray: ...
+
+
 def available_cores() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -129,6 +137,9 @@ class EmbedderEntry:
     model_id: Callable[[ModelStore], str]
     #: The chip the aligner cuts for this embedder.
     chip: ChipSpec = FACENET_CHIP
+    #: Builds the embedder's :class:`ChipStage`, if it has one (must not import torch: the
+    #: detect workers run it).
+    chip_stage: Callable[[ModelStore], ChipStage] | None = None
 
 
 def _fused(options: EmbedderOptions, models: ModelStore) -> Embedder:
@@ -141,6 +152,12 @@ def _fused_model_id(models: ModelStore) -> str:
     from faceid_tui.engine.fusion import fused_model_id
 
     return fused_model_id(models)
+
+
+def _fused_chip_stage(models: ModelStore) -> ChipStage:
+    from faceid_tui.engine.fusion import DlibChipStage
+
+    return DlibChipStage(models)
 
 
 # Modules of the optional embedders load on use, so torch-only runs never import dlib's
@@ -166,7 +183,8 @@ def _onnx_int8_model_id(models: ModelStore) -> str:
 EMBEDDERS: dict[str, EmbedderEntry] = {
     "facenet": EmbedderEntry(FacenetEmbedder, facenet_model_id),
     # The accurate mode: FaceNet + dlib ResNet score fusion (engine/fusion.py).
-    "facenet+dlib": EmbedderEntry(_fused, _fused_model_id, chip=FUSED_CHIP),
+    "facenet+dlib": EmbedderEntry(_fused, _fused_model_id, chip=FUSED_CHIP,
+                                  chip_stage=_fused_chip_stage),
     # The same FaceNet weights on onnxruntime's CPU provider (engine/onnx_embedder.py). fp32
     # equals torch to float noise and shares its model id; int8 has its own ("…+int8").
     "facenet-onnx": EmbedderEntry(_onnx_fp32, facenet_model_id),

@@ -11,7 +11,9 @@ area averaging: FaceNet's 160 px chip covers the whole master (padding 0.4); dli
 (padding 0.25, as dlib computes its descriptor) is the central 300 px, exactly 2:1. The FaceNet
 half therefore differs from the fast mode's directly cut chip by resampling only.
 
-dlib's descriptor runs on the CPU (dlib-bin has no CUDA), about 110 ms a face on one core.
+dlib's descriptor runs on the CPU (dlib-bin has no CUDA), about 110 ms a face on one core, so
+it is this embedder's *chip stage* (:class:`DlibChipStage`): it runs where the face is found,
+in the detect worker processes on long runs, beside detection, while this process runs FaceNet.
 """
 
 from __future__ import annotations
@@ -47,22 +49,48 @@ def fused_model_id(models: ModelStore) -> str:
             f"{FUSED_CHIP.alignment_id}")
 
 
+class DlibChipStage:
+    """dlib's L2-normalised descriptor of each master chip; loads its network on first use."""
+
+    def __init__(self, models: ModelStore) -> None:
+        self._models = models
+        self._network = None
+        self._crop = _dlib_crop(FUSED_CHIP)
+
+    def __call__(self, chips: np.ndarray) -> np.ndarray:
+        import cv2
+
+        if len(chips) == 0:
+            return np.zeros((0, 128), dtype=np.float32)
+        if self._network is None:
+            import dlib
+
+            self._network = dlib.face_recognition_model_v1(
+                str(self._models.verified_path(DLIB_RESNET)))
+        start, side = self._crop
+        dlib_chips = [np.ascontiguousarray(cv2.resize(
+            chip[start:start + side, start:start + side], (DLIB_CHIP_SIZE, DLIB_CHIP_SIZE),
+            interpolation=cv2.INTER_AREA)) for chip in chips]
+        descriptors = np.array(self._network.compute_face_descriptor(dlib_chips),
+                               dtype=np.float32)
+        return descriptors / np.linalg.norm(descriptors, axis=1, keepdims=True).clip(min=1e-12)
+
+
 class FusedEmbedder:
     """FaceNet + dlib ResNet, one unit vector per face whose dot products are fused scores."""
 
     name = "facenet+dlib"
 
     def __init__(self, options: EmbedderOptions, models: ModelStore) -> None:
-        import dlib
-
         self.facenet = FacenetEmbedder(options, models)
         self.device = self.facenet.device
-        self._dlib = dlib.face_recognition_model_v1(str(models.verified_path(DLIB_RESNET)))
         self.dimension = self.facenet.dimension + 128
         self.model_id = fused_model_id(models)
-        self._crop = _dlib_crop(FUSED_CHIP)
+        self._dlib = DlibChipStage(models)
 
-    def embed(self, chips: np.ndarray) -> np.ndarray:
+    def embed(self, chips: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
+        """Fused vectors of master chips; ``features``: their dlib descriptors when the chip
+        stage already computed them (otherwise they are computed here)."""
         import cv2
 
         if len(chips) == 0:
@@ -70,12 +98,7 @@ class FusedEmbedder:
         size = FACENET_CHIP.size
         facenet_chips = np.stack([cv2.resize(chip, (size, size), interpolation=cv2.INTER_AREA)
                                   for chip in chips])
-        start, side = self._crop
-        dlib_chips = [np.ascontiguousarray(cv2.resize(
-            chip[start:start + side, start:start + side], (DLIB_CHIP_SIZE, DLIB_CHIP_SIZE),
-            interpolation=cv2.INTER_AREA)) for chip in chips]
+        descriptors = self._dlib(chips) if features is None else features
         facenet = self.facenet.embed(facenet_chips)
-        descriptors = np.array(self._dlib.compute_face_descriptor(dlib_chips), dtype=np.float32)
-        descriptors /= np.linalg.norm(descriptors, axis=1, keepdims=True).clip(min=1e-12)
         return np.hstack([math.sqrt(FACENET_WEIGHT) * facenet,
                           math.sqrt(1 - FACENET_WEIGHT) * descriptors]).astype(np.float32)

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from faceid_tui.engine.alignment import FACENET_CHIP, Aligner, ChipSpec, center_crop_chip
+from faceid_tui.engine.alignment import Aligner, ChipSpec, center_crop_chip
 from faceid_tui.engine.decode import load_rgb
 from faceid_tui.engine.detection import DetectedBox, Detector, DetectorOptions, create_detector
 from faceid_tui.engine.embedding import (
+    ChipStage,
     Embedder,
     EmbedderOptions,
     available_cores,
@@ -45,6 +46,9 @@ class FaceResult:
     #: True for the centre-crop stand-in used when no face was detected and one was asked for.
     fallback: bool = False
     chip: np.ndarray | None = field(default=None, repr=False)
+    #: What the embedder's chip stage computed from ``chip`` (e.g. dlib's descriptor in the
+    #: accurate mode), or None when the embedder has no chip stage.
+    features: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -86,11 +90,15 @@ class FaceFinder:
     one; each worker process of :mod:`detect_pool` has its own."""
 
     def __init__(self, models: ModelStore, detector: str, options: DetectorOptions,
-                 chip: ChipSpec = FACENET_CHIP) -> None:
+                 embedder: str = "facenet") -> None:
         self.models = models
         self.detector_name = detector
         self.detector_options = options
-        self.chip = chip
+        self.embedder_name = embedder
+        entry = embedder_entry(embedder)
+        self.chip: ChipSpec = entry.chip
+        self._build_chip_stage = entry.chip_stage
+        self._chip_stage: ChipStage | None = None
         self._detector: Detector | None = None
         self._aligner: Aligner | None = None
         self._load_lock = threading.Lock()
@@ -120,6 +128,13 @@ class FaceFinder:
         if not faces and fallback_center:
             chip, box = center_crop_chip(image, self.chip.size)
             faces.append(FaceResult(box=box, chip=chip, fallback=True))
+        if faces and self._build_chip_stage is not None:
+            with self._load_lock:
+                if self._chip_stage is None:
+                    self._chip_stage = self._build_chip_stage(self.models)
+            features = self._chip_stage(np.stack([face.chip for face in faces]))
+            for face, vector in zip(faces, features, strict=True):
+                face.features = vector
         return faces
 
     def find(self, path: Path, fallback_center: bool, keep_image: bool) -> PhotoResult:
@@ -151,7 +166,7 @@ class Pipeline:
         self.models = models
         self.options = options or PipelineOptions()
         self.finder = FaceFinder(models, self.options.detector, self.options.detector_options,
-                                 embedder_entry(self.options.embedder).chip)
+                                 self.options.embedder)
         self._embedder: Embedder | None = None
         self._load_lock = threading.Lock()
 
@@ -194,7 +209,12 @@ class Pipeline:
         pending = [face for face in faces if face.chip is not None and face.embedding is None]
         if not pending:
             return
-        vectors = self.embedder.embed(np.stack([face.chip for face in pending]))
+        chips = np.stack([face.chip for face in pending])
+        if all(face.features is not None for face in pending):
+            features = np.stack([face.features for face in pending])
+            vectors = self.embedder.embed(chips, features=features)  # type: ignore[call-arg]
+        else:
+            vectors = self.embedder.embed(chips)
         for face, vector in zip(pending, vectors, strict=True):
             face.embedding = vector
 
@@ -259,7 +279,7 @@ class Pipeline:
         # Decoded images are large: keep fewer photos in flight when the caller wants them.
         window = chunk_size + 4 * workers if not keep_images else 2 * workers + 2
         with DetectPool(workers, self.options.detector, self.options.detector_options,
-                        self.finder.chip, self.models.folder) as pool:
+                        self.options.embedder, self.models.folder) as pool:
             chunk: list[PhotoResult] = []
             results = pool.map_ordered(
                 iter(paths), fallback_center=fallback_center, keep_images=keep_images,
