@@ -94,7 +94,6 @@ class FaceFinder:
         self.models = models
         self.detector_name = detector
         self.detector_options = options
-        self.embedder_name = embedder
         entry = embedder_entry(embedder)
         self.chip: ChipSpec = entry.chip
         self._build_chip_stage = entry.chip_stage
@@ -249,16 +248,14 @@ class Pipeline:
             yield from self._run_parallel(paths, workers, fallback_center, keep_images,
                                           keep_chips, chunk_size, should_stop)
             return
-        chunk: list[PhotoResult] = []
-        for path in paths:
-            if should_stop and should_stop():
-                break
-            chunk.append(self.finder.find(Path(path), fallback_center, keep_images))
-            if len(chunk) >= chunk_size:
-                yield from self._finish_chunk(chunk, keep_chips)
-                chunk = []
-        if chunk:
-            yield from self._finish_chunk(chunk, keep_chips)
+
+        def found_here() -> Iterator[PhotoResult]:
+            for path in paths:
+                if should_stop and should_stop():
+                    return
+                yield self.finder.find(Path(path), fallback_center, keep_images)
+
+        yield from self._embedded_chunks(found_here(), chunk_size, keep_chips)
 
     def _workers_for(self, paths: Iterable[Path], requested: int | None) -> int:
         if requested is None:
@@ -280,18 +277,24 @@ class Pipeline:
         window = chunk_size + 4 * workers if not keep_images else 2 * workers + 2
         with DetectPool(workers, self.options.detector, self.options.detector_options,
                         self.options.embedder, self.models.folder) as pool:
-            chunk: list[PhotoResult] = []
-            results = pool.map_ordered(
+            found = pool.map_ordered(
                 iter(paths), fallback_center=fallback_center, keep_images=keep_images,
                 window=window, should_stop=should_stop,
                 on_broken=lambda path: self.finder.find(path, fallback_center, keep_images))
-            for result in results:
-                chunk.append(result)  # type: ignore[arg-type]
-                if len(chunk) >= chunk_size:
-                    yield from self._finish_chunk(chunk, keep_chips)
-                    chunk = []
-            if chunk:
+            yield from self._embedded_chunks(found, chunk_size,  # type: ignore[arg-type]
+                                             keep_chips)
+
+    def _embedded_chunks(self, found: Iterator[PhotoResult], chunk_size: int,
+                         keep_chips: bool) -> Iterator[PhotoResult]:
+        """The photos of ``found``, in order, each chunk's faces embedded in one call."""
+        chunk: list[PhotoResult] = []
+        for result in found:
+            chunk.append(result)
+            if len(chunk) >= chunk_size:
                 yield from self._finish_chunk(chunk, keep_chips)
+                chunk = []
+        if chunk:
+            yield from self._finish_chunk(chunk, keep_chips)
 
     def _finish_chunk(self, chunk: list[PhotoResult], keep_chips: bool) -> list[PhotoResult]:
         self.embed_faces([face for result in chunk for face in result.faces])
