@@ -234,6 +234,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, help="detect processes (default: one per core)")
     parser.add_argument("--threads", type=int, help="torch threads (default: one per core)")
     parser.add_argument("--embedder", default="facenet")
+    parser.add_argument("--detector", default="auto",
+                        help="as faceid's --detector (auto: the embedder's own, e.g. hog+cnn "
+                             "for facenet+dlib)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip", nargs="*", default=[], choices=["naive", "face_recognition"])
     parser.add_argument("--shared", type=Path, default=SHARED,
@@ -244,6 +247,7 @@ def main() -> None:
     set_shared(args.shared)
 
     from faceid_tui.bank.matching import Matcher
+    from faceid_tui.config import auto_detector
     from faceid_tui.engine.decode import is_image_name
     from faceid_tui.engine.embedding import EmbedderOptions, available_cores
     from faceid_tui.engine.models import ModelStore
@@ -257,8 +261,10 @@ def main() -> None:
         photos = default_photos(args.lfw_images)
     cores = available_cores()
     workers = cores if args.workers is None else args.workers
-    options = PipelineOptions(embedder=args.embedder, embedder_options=EmbedderOptions(
-        device=args.device, threads=args.threads))
+    detector = auto_detector(args.embedder) if args.detector == "auto" else args.detector
+    options = PipelineOptions(detector=detector, embedder=args.embedder,
+                              embedder_options=EmbedderOptions(device=args.device,
+                                                               threads=args.threads))
     pipeline = Pipeline(ModelStore(REPO / "face_models"), options)
     started = time.perf_counter()
     pipeline.load()
@@ -289,7 +295,8 @@ def main() -> None:
         contenders["face_recognition"] = lambda out: run_face_recognition(pool, photos, out)
 
     print(f"{len(photos)} photos · {cores} cores · torch threads {torch.get_num_threads()} · "
-          f"detect workers {workers} · embedder {pipeline.model_id} on {args.device} · "
+          f"detect workers {workers} · detector {detector} · embedder {pipeline.model_id} "
+          f"on {args.device} · "
           f"model load {load_s:.1f} s", flush=True)
     seconds: dict[str, list[float]] = {name: [] for name in contenders}
     faces: dict[str, int] = {}

@@ -26,6 +26,7 @@ from faceid_tui.bank.matching import DEFAULT_THRESHOLD, FaceMatch, matched_chunk
 from faceid_tui.bank.thresholds import DEFAULT_FPIR, ThresholdChoice
 from faceid_tui.config import Settings, build_pipeline, open_bank, open_session
 from faceid_tui.engine.decode import is_image_name
+from faceid_tui.engine.detection import DETECTORS
 from faceid_tui.engine.embedding import EMBEDDERS
 from faceid_tui.engine.models import ModelStore
 from faceid_tui.engine.pipeline import DEFAULT_CHUNK, FaceResult, PhotoResult
@@ -56,8 +57,12 @@ def _engine_options(*, suppress: bool) -> argparse.ArgumentParser:
                        help="identity bank folder (default: ./id_bank)")
     group.add_argument("--models", type=Path, default=default(Path("face_models")),
                        metavar="DIR", help="model folder (default: ./face_models)")
-    group.add_argument("--detector", choices=["hog", "cnn"], default=default("hog"),
-                       help="face detector: dlib HOG (fast, default) or dlib CNN/MMOD")
+    group.add_argument("--detector", choices=["auto", *sorted(DETECTORS)],
+                       default=default("auto"),
+                       help="face detector: hog (dlib HOG, fast), cnn (dlib CNN/MMOD, slow "
+                            "on the CPU), hog+cnn (the CNN only on photos where HOG finds "
+                            "no face); auto (default): hog+cnn with --embedder facenet+dlib, "
+                            "else hog")
     group.add_argument("--embedder", choices=sorted(EMBEDDERS), default=default("facenet"),
                        help="facenet (torch, default); facenet+dlib (accurate: FaceNet fused "
                             "with dlib's ResNet, ~4x the CPU time per face); facenet-onnx / "
@@ -527,13 +532,13 @@ def cmd_eval_lfw(args: argparse.Namespace, settings: Settings) -> int:
         write_evaluation_plot(args.plot, result.scores, result.same,
                               f"LFW View 2: {result.pairs} pairs, accuracy "
                               f"{result.accuracy_mean:.4f} · {pipeline.model_id}")
-    setup = {"model": pipeline.model_id, "detector": settings.detector,
+    setup = {"model": pipeline.model_id, "detector": settings.detector_name,
              "upsample": "auto" if settings.upsample is None else settings.upsample}
     if args.json:
         print_json({**setup, **result.as_dict()})
     else:
         stdout.print(f"LFW View 2, {result.pairs} pairs, {result.images} images · "
-                     f"{setup['model']} · detector {settings.detector} "
+                     f"{setup['model']} · detector {settings.detector_name} "
                      f"(upsample {setup['upsample']}) · {result.seconds:.0f} s")
         stdout.print(f"accuracy {result.accuracy_mean:.4f} ± {result.accuracy_std:.4f} "
                      "(10 folds, threshold chosen on the other nine)")

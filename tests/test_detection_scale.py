@@ -22,6 +22,7 @@ from faceid_tui.engine.decode import load_rgb
 from faceid_tui.engine.detection import (
     DEFAULT_MIN_FACE_SIZE,
     MAX_AUTO_SCALE,
+    RETRY_MAX_SEARCH_PIXELS,
     SMALLEST_FACE_AT_SCALE_1,
     DetectedBox,
     DetectorOptions,
@@ -176,3 +177,21 @@ def test_pipeline_aligns_full_resolution_faces_of_a_downscaled_search(pipeline: 
         assert (face.landmarks[:, 0] <= x + 1.2 * w).all()
         assert (face.landmarks[:, 1] >= y - 0.2 * h).all()
         assert (face.landmarks[:, 1] <= y + 1.2 * h).all()
+
+
+@pytest.mark.parametrize("short_side", [1080, 2160], ids=["1080p", "4K"])
+def test_the_cnn_retry_searches_a_bounded_copy_and_still_finds_big_faces(
+        models_dir: Path, short_side: int) -> None:
+    # hog+cnn's CNN pass on a camera-sized photo: a copy of at most RETRY_MAX_SEARCH_PIXELS,
+    # in which kit_with_rose's two faces are still big enough to be found.
+    image, factor = blown_up(load_rgb(FACES / "group_photos/kit_with_rose.jpg"), short_side)
+    options = DetectorOptions(max_search_pixels=RETRY_MAX_SEARCH_PIXELS)
+    searched = options.scale(image) ** 2 * image.shape[0] * image.shape[1]
+    assert 0.99 * RETRY_MAX_SEARCH_PIXELS < searched < 1.01 * RETRY_MAX_SEARCH_PIXELS
+    retry = create_detector("hog+cnn", DetectorOptions(), ModelStore(models_dir)).retry
+    found = retry.detect(image)
+    assert unmatched(scaled(ANNOTATED["kit_with_rose.jpg"], factor), found) == []
+    assert all(inside(box, image) for box in found)
+    # A small photo is searched as before (LFW's 250×250: twice its size, 0.25 Mpx).
+    small = load_rgb(FACES / "identities/Juanes/Juanes_0001.jpg")
+    assert options.scale(small) == DetectorOptions().scale(small) == 2.0

@@ -73,11 +73,13 @@ IMPOSTOR_CURVES: dict[str, ImpostorCurve] = {
         ),
     ),
     "facenet-casia-webface-20180408+dlib-resnet-v1-w0.1/dlib5-chip360-pad0.4": ImpostorCurve(
+        # Its auto detector, hog+cnn (remeasured so; with hog alone every point was within
+        # 0.0011 of these).
         "LFW impostors, faceid eval lfw --embedder facenet+dlib",
         (
-            (0.1, 0.8175), (0.03, 0.8406), (0.01, 0.8568), (0.003, 0.8715), (0.001, 0.8833),
-            (0.0003, 0.895), (0.0001, 0.9047), (3e-05, 0.914), (1e-05, 0.9221), (3e-06, 0.931),
-            (1e-06, 0.9385),
+            (0.1, 0.8177), (0.03, 0.8408), (0.01, 0.8569), (0.003, 0.8716), (0.001, 0.8834),
+            (0.0003, 0.895), (0.0001, 0.9047), (3e-05, 0.9139), (1e-05, 0.922), (3e-06, 0.9307),
+            (1e-06, 0.9374),
         ),
     ),
     # int8 calibrated on ../shared/faces/identities (python -m faceid_tui.engine.onnx_embedder
