@@ -238,6 +238,8 @@ def main() -> None:
                         help="as faceid's --detector (auto: the embedder's own, e.g. hog+cnn "
                              "for facenet+dlib)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx"],
+                        help="FaceNet's runtime (auto: onnx on the CPU)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["naive", "face_recognition"])
     parser.add_argument("--shared", type=Path, default=SHARED,
                         help="folder holding faces/ and lfw/ (default: ../shared)")
@@ -249,7 +251,7 @@ def main() -> None:
     from faceid_tui.bank.matching import Matcher
     from faceid_tui.config import auto_detector
     from faceid_tui.engine.decode import is_image_name
-    from faceid_tui.engine.embedding import EmbedderOptions, available_cores
+    from faceid_tui.engine.embedding import EmbedderOptions, available_cores, facenet_runtime
     from faceid_tui.engine.models import ModelStore
     from faceid_tui.engine.pipeline import Pipeline, PipelineOptions
 
@@ -264,7 +266,8 @@ def main() -> None:
     detector = auto_detector(args.embedder) if args.detector == "auto" else args.detector
     options = PipelineOptions(detector=detector, embedder=args.embedder,
                               embedder_options=EmbedderOptions(device=args.device,
-                                                               threads=args.threads))
+                                                               threads=args.threads,
+                                                               runtime=args.runtime))
     pipeline = Pipeline(ModelStore(REPO / "face_models"), options)
     started = time.perf_counter()
     pipeline.load()
@@ -296,7 +299,7 @@ def main() -> None:
 
     print(f"{len(photos)} photos · {cores} cores · torch threads {torch.get_num_threads()} · "
           f"detect workers {workers} · detector {detector} · embedder {pipeline.model_id} "
-          f"on {args.device} · "
+          f"on {args.device} ({facenet_runtime(options.embedder_options)}) · "
           f"model load {load_s:.1f} s", flush=True)
     seconds: dict[str, list[float]] = {name: [] for name in contenders}
     faces: dict[str, int] = {}

@@ -37,6 +37,7 @@ class Settings:
     upsample: int | None = None
     min_face_size: int | None = None  # None: follows the photo's size (engine/detection.py)
     device: str = "auto"
+    runtime: str = "auto"  # FaceNet on "torch" or "onnx"; auto: engine/embedding.py
     threads: int | None = None
     batch_size: int = 32
     threshold: float | None = None  # None: chosen for the bank's size (bank/thresholds.py)
@@ -55,7 +56,7 @@ class Settings:
             detector_options=DetectorOptions(upsample=self.upsample,
                                              min_face_size=self.min_face_size),
             embedder_options=EmbedderOptions(device=self.device, batch_size=self.batch_size,
-                                             threads=self.threads),
+                                             threads=self.threads, runtime=self.runtime),
         )
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from faceid_tui.bank.identity_bank import IdentityBank
 from faceid_tui.engine.detection import DetectorOptions
-from faceid_tui.engine.embedding import EmbedderOptions
+from faceid_tui.engine.embedding import EmbedderOptions, FacenetEmbedder
 from faceid_tui.engine.models import ModelStore
 from faceid_tui.engine.pipeline import Pipeline, PipelineOptions
 
@@ -59,6 +59,13 @@ def pipeline(models_dir: Path) -> Pipeline:
     loaded = Pipeline(ModelStore(models_dir), options)
     loaded.load()
     return loaded
+
+
+@pytest.fixture(scope="session")
+def torch_facenet(models_dir: Path) -> FacenetEmbedder:
+    """FaceNet on torch, the reference the other runtimes are checked against (the session
+    pipeline runs FaceNet on onnxruntime, the CPU default)."""
+    return FacenetEmbedder(EmbedderOptions(device="cpu", runtime="torch"), ModelStore(models_dir))
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import torch
 
 from faceid_tui.engine.alignment import standardise
 from faceid_tui.engine.decode import load_rgb
+from faceid_tui.engine.embedding import FacenetEmbedder
 from faceid_tui.engine.models import (
     FACENET_CASIA,
     SHAPE_PREDICTOR_5,
@@ -22,8 +23,8 @@ from faceid_tui.engine.pipeline import Pipeline
 from faceid_tui.errors import ModelError
 
 
-def test_converted_facenet_matches_opencv_on_a_real_face_chip(pipeline: Pipeline,
-                                                              faces_dir: Path) -> None:
+def test_converted_facenet_matches_opencv_on_a_real_face_chip(
+        pipeline: Pipeline, faces_dir: Path, torch_facenet: FacenetEmbedder) -> None:
     image = load_rgb(faces_dir / "identities/George_Clooney/George_Clooney_0001.jpg")
     faces = pipeline.find_faces(image)
     assert len(faces) == 1
@@ -33,7 +34,7 @@ def test_converted_facenet_matches_opencv_on_a_real_face_chip(pipeline: Pipeline
     network.setInput(blob)
     reference = network.forward().reshape(-1)
 
-    torch_model = pipeline.embedder._network  # the converted weights, as loaded for use
+    torch_model = torch_facenet._network  # the converted weights, as loaded for use
     with torch.inference_mode():
         ours = torch_model(torch.from_numpy(blob)).numpy().reshape(-1)
     assert np.abs(ours - reference).max() < 1e-4

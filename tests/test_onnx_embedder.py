@@ -20,7 +20,13 @@ import pytest
 
 from faceid_tui.engine import onnx_embedder
 from faceid_tui.engine.decode import load_rgb
-from faceid_tui.engine.embedding import EMBEDDERS, EmbedderOptions, create_embedder
+from faceid_tui.engine.embedding import (
+    EMBEDDERS,
+    EmbedderOptions,
+    FacenetEmbedder,
+    create_embedder,
+    facenet_runtime,
+)
 from faceid_tui.engine.models import ModelStore
 from faceid_tui.engine.onnx_embedder import (
     OnnxFacenetEmbedder,
@@ -81,9 +87,8 @@ def chips(pipeline: Pipeline, faces_dir: Path, photos: list[str]) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def torch_vectors(pipeline: Pipeline, chips: np.ndarray) -> np.ndarray:
-    assert pipeline.embedder.name == "facenet"
-    return pipeline.embedder.embed(chips)
+def torch_vectors(torch_facenet: FacenetEmbedder, chips: np.ndarray) -> np.ndarray:
+    return torch_facenet.embed(chips)
 
 
 @pytest.fixture(scope="module")
@@ -251,3 +256,20 @@ def test_registry_does_not_load_onnxruntime() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_facenet_runs_on_onnxruntime_on_the_cpu_unless_asked_for_torch(
+        onnx_models: ModelStore, chips: np.ndarray, torch_vectors: np.ndarray,
+        torch_facenet: FacenetEmbedder) -> None:
+    default = create_embedder("facenet", EmbedderOptions(device="cpu"), onnx_models)
+    assert isinstance(default, OnnxFacenetEmbedder) and default.precision == "fp32"
+    # Same weights, same id (so banks and thresholds carry over), same vectors.
+    assert default.model_id == torch_facenet.model_id
+    cosines = np.einsum("ij,ij->i", default.embed(chips), torch_vectors)
+    assert cosines.min() >= FP32_MIN_COSINE
+    forced = create_embedder("facenet", EmbedderOptions(device="cpu", runtime="torch"),
+                             onnx_models)
+    assert isinstance(forced, FacenetEmbedder)
+    assert facenet_runtime(EmbedderOptions(device="cpu", runtime="onnx")) == "onnx"
+    with pytest.raises(ValueError, match="runtime"):
+        facenet_runtime(EmbedderOptions(runtime="tensorflow"))

@@ -2,7 +2,9 @@
 
 ``facenet`` is facenet-pytorch's ``InceptionResnetV1`` with the weights the model store says
 are active (VGGFace2 when supplied, otherwise the converted CASIA-WebFace). It embeds every
-chip of a call in batches, under ``torch.inference_mode()``, on the GPU when there is one.
+chip of a call in batches: with torch under ``torch.inference_mode()`` on the GPU when there is
+one, and on the CPU, by default, with the same weights exported to onnxruntime
+(:mod:`onnx_embedder`; see :func:`facenet_runtime`).
 
 Every embedder has a ``model_id`` that names the weights *and* the alignment: embeddings with
 different ids live in different spaces and are never compared.
@@ -10,6 +12,7 @@ different ids live in different spaces and are never compared.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +37,25 @@ class EmbedderOptions:
     #: Torch CPU threads; None uses every core this process may run on. Torch's threads
     #: collapse when the cores are oversubscribed, so this is set once, deliberately.
     threads: int | None = None
+    #: How FaceNet runs: "torch", "onnx" (onnxruntime, CPU only) or "auto" (see
+    #: :func:`facenet_runtime`).
+    runtime: str = "auto"
+
+
+RUNTIMES = ("auto", "torch", "onnx")
+
+
+def facenet_runtime(options: EmbedderOptions) -> str:
+    """Where FaceNet runs: "onnx" or "torch". Auto picks onnxruntime on the CPU when it is
+    installed: the same weights, the same model id, embeddings equal to torch's to 1e-7, and
+    about 1.5x faster per face on 2 cores (``benchmarks/embed_speed.py``); torch on CUDA."""
+    if options.runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {options.runtime!r}; choose one of {RUNTIMES}")
+    if options.runtime != "auto":
+        return options.runtime
+    if importlib.util.find_spec("onnxruntime") is None:
+        return "torch"
+    return "onnx" if resolve_device(options.device) == "cpu" else "torch"
 
 
 class Embedder(Protocol):
@@ -162,6 +184,15 @@ def _fused_chip_stage(models: ModelStore) -> ChipStage:
 
 # Modules of the optional embedders load on use, so torch-only runs never import dlib's
 # ResNet or onnxruntime.
+def create_facenet(options: EmbedderOptions, models: ModelStore) -> Embedder:
+    """FaceNet on the runtime :func:`facenet_runtime` picks."""
+    if facenet_runtime(options) == "onnx":
+        from faceid_tui.engine.onnx_embedder import create_onnx
+
+        return create_onnx(options, models)
+    return FacenetEmbedder(options, models)
+
+
 def _onnx_fp32(options: EmbedderOptions, models: ModelStore) -> Embedder:
     from faceid_tui.engine.onnx_embedder import create_onnx
 
@@ -181,12 +212,13 @@ def _onnx_int8_model_id(models: ModelStore) -> str:
 
 
 EMBEDDERS: dict[str, EmbedderEntry] = {
-    "facenet": EmbedderEntry(FacenetEmbedder, facenet_model_id),
+    "facenet": EmbedderEntry(create_facenet, facenet_model_id),
     # The accurate mode: FaceNet + dlib ResNet score fusion (engine/fusion.py).
     "facenet+dlib": EmbedderEntry(_fused, _fused_model_id, chip=FUSED_CHIP,
                                   chip_stage=_fused_chip_stage),
-    # The same FaceNet weights on onnxruntime's CPU provider (engine/onnx_embedder.py). fp32
-    # equals torch to float noise and shares its model id; int8 has its own ("…+int8").
+    # The same FaceNet weights on onnxruntime's CPU provider (engine/onnx_embedder.py), by
+    # name. fp32 equals torch to float noise and shares its model id (it is what `facenet`
+    # runs on the CPU by default); int8 has its own ("…+int8").
     "facenet-onnx": EmbedderEntry(_onnx_fp32, facenet_model_id),
     "facenet-onnx-int8": EmbedderEntry(_onnx_int8, _onnx_int8_model_id),
 }

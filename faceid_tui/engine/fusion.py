@@ -23,7 +23,7 @@ import math
 import numpy as np
 
 from faceid_tui.engine.alignment import FACENET_CHIP, FUSED_CHIP, ChipSpec
-from faceid_tui.engine.embedding import EmbedderOptions, FacenetEmbedder
+from faceid_tui.engine.embedding import EmbedderOptions, create_facenet
 from faceid_tui.engine.models import DLIB_RESNET, ModelStore
 
 #: Share of the fused score that comes from FaceNet. dlib's cosines spread about four times
@@ -82,7 +82,7 @@ class FusedEmbedder:
     name = "facenet+dlib"
 
     def __init__(self, options: EmbedderOptions, models: ModelStore) -> None:
-        self.facenet = FacenetEmbedder(options, models)
+        self.facenet = create_facenet(options, models)
         self.device = self.facenet.device
         self.dimension = self.facenet.dimension + 128
         self.model_id = fused_model_id(models)
