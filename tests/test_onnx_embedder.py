@@ -273,3 +273,24 @@ def test_facenet_runs_on_onnxruntime_on_the_cpu_unless_asked_for_torch(
     assert facenet_runtime(EmbedderOptions(device="cpu", runtime="onnx")) == "onnx"
     with pytest.raises(ValueError, match="runtime"):
         facenet_runtime(EmbedderOptions(runtime="tensorflow"))
+
+
+def test_faceid_models_exports_the_cpu_runtime_once(tmp_path: Path, models_dir: Path) -> None:
+    """`faceid models` (what `make run` and `make test` call) builds the ONNX file FaceNet
+    will run on, so the first scan does not wait for the export; not when torch is asked for."""
+    store = link_models(models_dir, tmp_path / "models")
+
+    def models(*args: str) -> list[str]:
+        run = subprocess.run([sys.executable, "-m", "faceid_tui", "--models", str(store.folder),
+                              "models", "--json", *args], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=600)
+        assert run.returncode == 0, run.stderr
+        return [action for action in json.loads(run.stdout)["actions"] if "onnx" in action]
+
+    assert models("--runtime", "torch") == []
+    assert not onnx_path(store, "fp32").exists()
+    [exported] = models()
+    assert onnx_path(store, "fp32").name in exported
+    assert json.loads(record_path(onnx_path(store, "fp32")).read_text())["sha256"] == \
+        onnx_embedder.sha256_file(onnx_path(store, "fp32"))
+    assert models() == []  # current: reused, not exported again
