@@ -249,7 +249,7 @@ def main() -> None:
     set_shared(args.shared)
 
     from faceid_tui.bank.matching import Matcher
-    from faceid_tui.config import auto_detector
+    from faceid_tui.config import detector_for
     from faceid_tui.engine.decode import is_image_name
     from faceid_tui.engine.embedding import EmbedderOptions, available_cores, facenet_runtime
     from faceid_tui.engine.models import ModelStore
@@ -263,7 +263,7 @@ def main() -> None:
         photos = default_photos(args.lfw_images)
     cores = available_cores()
     workers = cores if args.workers is None else args.workers
-    detector = auto_detector(args.embedder) if args.detector == "auto" else args.detector
+    detector = detector_for(args.detector, args.embedder)
     options = PipelineOptions(detector=detector, embedder=args.embedder,
                               embedder_options=EmbedderOptions(device=args.device,
                                                                threads=args.threads,

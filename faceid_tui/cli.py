@@ -64,10 +64,11 @@ def _engine_options(*, suppress: bool) -> argparse.ArgumentParser:
                             "no face); auto (default): hog+cnn with --embedder facenet+dlib, "
                             "else hog")
     group.add_argument("--embedder", choices=sorted(EMBEDDERS), default=default("facenet"),
-                       help="facenet (torch, default); facenet+dlib (accurate: FaceNet fused "
-                            "with dlib's ResNet, ~4x the CPU time per face); facenet-onnx / "
-                            "facenet-onnx-int8 (the same weights on ONNX Runtime, faster on "
-                            "the CPU; int8 is built once from face photos, see README)")
+                       help="facenet (default; on onnxruntime or torch, see --runtime); "
+                            "facenet+dlib (accurate: FaceNet fused with dlib's ResNet, ~4x "
+                            "the CPU time per face); facenet-onnx / facenet-onnx-int8 (the "
+                            "same weights on ONNX Runtime by name; int8 is faster and is built "
+                            "once from face photos, see README)")
     group.add_argument("--upsample", type=int, default=default(None), metavar="N",
                        help="search the photo at its own size with N doublings (default: "
                             "a scale chosen from the smallest face, see --min-face)")
@@ -466,10 +467,9 @@ def cmd_embed(args: argparse.Namespace, settings: Settings) -> int:
 def _prepare_cpu_runtime(store: ModelStore, settings: Settings) -> list[str]:
     """Export FaceNet for onnxruntime now when it is the runtime FaceNet will use, so the first
     scan or app start does not wait for it (about 12 s)."""
-    from faceid_tui.engine.embedding import EmbedderOptions, facenet_runtime
+    from faceid_tui.engine.embedding import facenet_runtime
 
-    if facenet_runtime(EmbedderOptions(device=settings.device, runtime=settings.runtime)) \
-            != "onnx":
+    if facenet_runtime(settings.pipeline_options().embedder_options) != "onnx":
         return []
     from faceid_tui.engine.onnx_embedder import prepare_onnx
 

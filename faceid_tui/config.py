@@ -24,8 +24,9 @@ from faceid_tui.triage.session import TriagePaths, TriageSession
 AUTO_DETECTOR = {"facenet+dlib": "hog+cnn"}
 
 
-def auto_detector(embedder: str) -> str:
-    return AUTO_DETECTOR.get(embedder, "hog")
+def detector_for(detector: str, embedder: str) -> str:
+    """``detector`` with "auto" resolved for ``embedder``."""
+    return AUTO_DETECTOR.get(embedder, "hog") if detector == "auto" else detector
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class Settings:
     @property
     def detector_name(self) -> str:
         """The detector in force ("auto" resolved for the embedder)."""
-        return auto_detector(self.embedder) if self.detector == "auto" else self.detector
+        return detector_for(self.detector, self.embedder)
 
     def pipeline_options(self) -> PipelineOptions:
         return PipelineOptions(

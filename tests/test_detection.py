@@ -126,7 +126,7 @@ def test_the_cnn_runs_only_on_photos_where_hog_found_nothing(faces_dir: Path,
     store = ModelStore(models_dir)
     hog = create_detector("hog", DetectorOptions(), store)
     cnn = CountingDetector(create_detector("cnn", DetectorOptions(), store))
-    detector = RetryDetector("hog+cnn", hog, cnn)
+    detector = RetryDetector(hog, cnn)
     portrait = load_rgb(faces_dir / "identities/Juanes/Juanes_0001.jpg")
     assert detector.detect(portrait) == hog.detect(portrait)
     assert cnn.calls == 0

@@ -223,8 +223,8 @@ RETRY_MAX_SEARCH_PIXELS = 500_000
 class RetryDetector:
     """One detector, then another on the photos where the first found nothing."""
 
-    def __init__(self, name: str, first: Detector, retry: Detector) -> None:
-        self.name = name
+    def __init__(self, first: Detector, retry: Detector) -> None:
+        self.name = f"{first.name}+{retry.name}"
         self.first = first
         self.retry = retry
 
@@ -238,7 +238,7 @@ DETECTORS: dict[str, DetectorFactory] = {
     "hog": lambda options, _models: HogDetector(options),
     "cnn": lambda options, models: CnnDetector(options, models),
     "hog+cnn": lambda options, models: RetryDetector(
-        "hog+cnn", HogDetector(options), CnnDetector(
+        HogDetector(options), CnnDetector(
             replace(options, max_search_pixels=RETRY_MAX_SEARCH_PIXELS), models)),
 }
 

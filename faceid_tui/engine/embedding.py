@@ -187,9 +187,7 @@ def _fused_chip_stage(models: ModelStore) -> ChipStage:
 def create_facenet(options: EmbedderOptions, models: ModelStore) -> Embedder:
     """FaceNet on the runtime :func:`facenet_runtime` picks."""
     if facenet_runtime(options) == "onnx":
-        from faceid_tui.engine.onnx_embedder import create_onnx
-
-        return create_onnx(options, models)
+        return _onnx_fp32(options, models)
     return FacenetEmbedder(options, models)
 
 
