@@ -12,9 +12,14 @@ $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "faceid needs $(PYTHON) (Python 3.11) on PATH"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
-	$(BIN)/python -m pip install --quiet -e ".[dev,plot]"
+	$(BIN)/python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1" || $(INSTALL_FAILED)
+	$(BIN)/python -m pip install --quiet -e ".[dev,plot]" || $(INSTALL_FAILED)
 	touch $(STAMP)
+
+# The commonest cause of a failed install here is a full disk (torch alone is ~5.5 GB).
+INSTALL_FAILED = { echo "faceid: installing into $(VENV) failed. It needs about 6.5 GB free;" \
+	"free space where $(VENV) lives:"; df -h $(VENV) | tail -1; \
+	echo "free some space (or fix the error above) and run make again"; exit 1; }
 
 models: $(STAMP)
 	$(BIN)/faceid models
