@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from faceid_tui.engine import onnx_embedder
+from faceid_tui.engine import embedding, onnx_embedder
 from faceid_tui.engine.decode import load_rgb
 from faceid_tui.engine.embedding import (
     EMBEDDERS,
@@ -26,6 +26,7 @@ from faceid_tui.engine.embedding import (
     FacenetEmbedder,
     create_embedder,
     facenet_runtime,
+    resolve_device,
 )
 from faceid_tui.engine.models import ModelStore
 from faceid_tui.engine.onnx_embedder import (
@@ -321,3 +322,19 @@ def test_a_scan_on_a_machine_without_a_gpu_never_imports_torch(
     [scanned] = [json.loads(line) for line in run.stdout.splitlines()]
     assert outcome == {"code": 0, "torch": False}
     assert scanned["error"] is None and len(scanned["faces"]) == 1
+
+
+def test_the_device_is_asked_of_torch_only_where_a_gpu_driver_is(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(embedding, "GPU_DRIVER_MARKERS", (str(tmp_path / "no-driver"),))
+    assert resolve_device("auto") == "cpu"
+    (tmp_path / "no-driver").touch()  # now a driver seems present: torch decides
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="--device cpu"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="auto, cpu or cuda"):
+        resolve_device("gpu")

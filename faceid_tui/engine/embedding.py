@@ -85,9 +85,11 @@ def available_cores() -> int:
 
 
 #: What a GPU driver leaves where torch.cuda can reach a device: NVIDIA's kernel module files
-#: (bare metal, and containers run with the NVIDIA runtime), WSL 2's GPU paravirtual device,
-#: and AMD's compute device (ROCm builds of torch answer through torch.cuda too).
-GPU_DRIVER_MARKERS = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/dxg", "/dev/kfd")
+#: (bare metal, and containers run with the NVIDIA runtime), Jetson's GPU device, WSL 2's GPU
+#: paravirtual device, and AMD's compute device (ROCm builds of torch answer through
+#: torch.cuda too). `--device cuda` always asks torch, whatever is found here.
+GPU_DRIVER_MARKERS = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/nvhost-ctrl-gpu",
+                      "/dev/dxg", "/dev/kfd")
 
 
 def gpu_driver_present() -> bool:
