@@ -301,8 +301,8 @@ def test_a_scan_on_a_machine_without_a_gpu_never_imports_torch(
         pipeline: Pipeline, models_dir: Path, identity_photos: dict[str, list[Path]],
         tmp_path: Path) -> None:
     """Without a GPU driver, `--device auto` resolves to the CPU without asking torch, and
-    FaceNet runs on onnxruntime: the process never pays torch's import (measured 2.7 s →
-    1.25 s and 0.9 → 0.37 GB peak for a one-photo scan). The session pipeline has already
+    FaceNet runs on onnxruntime: the process never pays torch's import (measured 2.6 s →
+    1.2 s and 0.98 → 0.37 GB peak for a one-photo scan). The session pipeline has already
     exported the ONNX file into ``models_dir``."""
     photo = identity_photos["George_Clooney"][0]
     script = "\n".join([

@@ -94,7 +94,7 @@ GPU_DRIVER_MARKERS = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/nvh
 
 def gpu_driver_present() -> bool:
     """False when no GPU driver is visible, so torch could find no CUDA device. Asking torch
-    instead costs its import (~1.2 s and ~0.5 GB of memory here) in a process that, on the
+    instead costs its import (~1.4 s and ~0.6 GB of memory here) in a process that, on the
     CPU, runs FaceNet on onnxruntime and never needs torch otherwise."""
     return any(os.path.exists(marker) for marker in GPU_DRIVER_MARKERS)
 
