@@ -6,6 +6,11 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test models lint clean
 
+# The commonest cause of a failed install here is a full disk (torch alone is ~5.5 GB).
+INSTALL_FAILED = { echo "faceid: installing into $(VENV) failed. It needs about 6.5 GB free;" \
+	"free space where $(VENV) lives:"; df -h $(VENV) | tail -1; \
+	echo "free some space (or fix the error above) and run make again"; exit 1; }
+
 # Install once per change of pyproject.toml. torch/torchvision are pinned where the
 # machines keep them on local disk; anywhere else pip downloads the same releases.
 $(STAMP): pyproject.toml
@@ -15,11 +20,6 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1" || $(INSTALL_FAILED)
 	$(BIN)/python -m pip install --quiet -e ".[dev,plot]" || $(INSTALL_FAILED)
 	touch $(STAMP)
-
-# The commonest cause of a failed install here is a full disk (torch alone is ~5.5 GB).
-INSTALL_FAILED = { echo "faceid: installing into $(VENV) failed. It needs about 6.5 GB free;" \
-	"free space where $(VENV) lives:"; df -h $(VENV) | tail -1; \
-	echo "free some space (or fix the error above) and run make again"; exit 1; }
 
 models: $(STAMP)
 	$(BIN)/faceid models

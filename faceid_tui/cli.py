@@ -27,7 +27,7 @@ from faceid_tui.bank.thresholds import DEFAULT_FPIR, ThresholdChoice
 from faceid_tui.config import Settings, build_pipeline, open_bank, open_session
 from faceid_tui.engine.decode import is_image_name
 from faceid_tui.engine.detection import DETECTORS
-from faceid_tui.engine.embedding import EMBEDDERS, RUNTIMES
+from faceid_tui.engine.embedding import EMBEDDERS, RUNTIMES, facenet_runtime
 from faceid_tui.engine.models import ModelStore
 from faceid_tui.engine.pipeline import DEFAULT_CHUNK, FaceResult, PhotoResult
 from faceid_tui.errors import BankError, FaceIdError, InvalidNameError
@@ -467,8 +467,6 @@ def cmd_embed(args: argparse.Namespace, settings: Settings) -> int:
 def _prepare_cpu_runtime(store: ModelStore, settings: Settings) -> list[str]:
     """Export FaceNet for onnxruntime now when it is the runtime FaceNet will use, so the first
     scan or app start does not wait for it (about 12 s)."""
-    from faceid_tui.engine.embedding import facenet_runtime
-
     if facenet_runtime(settings.pipeline_options().embedder_options) != "onnx":
         return []
     from faceid_tui.engine.onnx_embedder import prepare_onnx
