@@ -20,7 +20,6 @@ to a temporary name and renamed, so a crash never leaves a half-written model.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 from typing import Any, Literal
@@ -29,9 +28,10 @@ import numpy as np
 
 from faceid_tui.engine.alignment import CHIP_SIZE, standardise
 from faceid_tui.engine.embedding import EmbedderOptions, available_cores, facenet_model_id
+from faceid_tui.engine.model_records import is_current, record_path, write_model
 from faceid_tui.engine.models import ModelStore
 from faceid_tui.errors import ModelError
-from faceid_tui.fsutil import atomic_write_bytes, atomic_write_text, sha256_bytes, sha256_file
+from faceid_tui.fsutil import sha256_bytes, sha256_file
 
 Precision = Literal["fp32", "int8"]
 
@@ -81,47 +81,13 @@ def onnx_path(models: ModelStore, precision: Precision) -> Path:
     return models.folder / f"{stem}{suffix}"
 
 
-def record_path(model_path: Path) -> Path:
-    return model_path.with_name(model_path.name + ".json")
-
-
-def _read_record(model_path: Path) -> dict[str, Any] | None:
-    try:
-        record = json.loads(record_path(model_path).read_text("utf-8"))
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def is_current(model_path: Path, source_sha256: str, settings: dict[str, Any]) -> bool:
-    """True when ``model_path`` was built from these weights with these settings and is intact
-    (its bytes still hash to what was recorded when it was written)."""
-    record = _read_record(model_path)
-    if record is None or not model_path.is_file():
-        return False
-    return (record.get("source_sha256") == source_sha256
-            and record.get("settings") == settings
-            and record.get("sha256") == sha256_file(model_path))
-
-
 def _write_model(model_path: Path, data: bytes, source: Path, source_sha256: str,
                  settings: dict[str, Any], extra: dict[str, Any]) -> None:
     import onnxruntime
     import torch
 
-    atomic_write_bytes(model_path, data)
-    # The record goes last: a crash in between leaves a record that does not match the
-    # new file's digest, and the next start rebuilds instead of trusting it.
-    record = {
-        "format": 1,
-        "source": source.name,
-        "source_sha256": source_sha256,
-        "sha256": sha256_bytes(data),
-        "settings": settings,
-        "built_with": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
-        **extra,
-    }
-    atomic_write_text(record_path(model_path), json.dumps(record, indent=2, sort_keys=True) + "\n")
+    write_model(model_path, data, source, source_sha256, settings, extra,
+                {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__})
 
 
 def torch_network(weights_path: Path):  # -> InceptionResnetV1, kept untyped for lazy import
