@@ -67,10 +67,13 @@ def embedding_only(pipeline, chips: np.ndarray, batches: list[int]) -> list[tupl
     import torch
 
     figures = []
-    # The accurate mode's batch size is its FaceNet half's.
+    # The fused embedder batches each of its two networks.
     batched = getattr(pipeline.embedder, "facenet", pipeline.embedder)
+    descriptor = getattr(pipeline.embedder, "descriptor", None)  # and its dlib half's
     for batch in batches:
         batched.options = dataclasses.replace(batched.options, batch_size=batch)
+        if descriptor is not None:
+            descriptor.batch_size = batch
         count = max(batch * 4, 256 if batch > 1 else 64)
         work = chips[np.arange(count) % len(chips)]
         pipeline.embedder.embed(work[:batch])  # warm-up
@@ -233,7 +236,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workers", type=int, help="detect processes (default: one per core)")
     parser.add_argument("--threads", type=int, help="torch threads (default: one per core)")
-    parser.add_argument("--embedder", default="facenet")
+    parser.add_argument("--embedder", default="auto",
+                        help="as faceid's --embedder (auto: the default, facenet+dlib)")
     parser.add_argument("--detector", default="auto",
                         help="as faceid's --detector (auto: the embedder's own, e.g. hog+cnn "
                              "for facenet+dlib)")
@@ -251,6 +255,7 @@ def main() -> None:
     from faceid_tui.bank.matching import Matcher
     from faceid_tui.config import detector_for
     from faceid_tui.engine.decode import is_image_name
+    from faceid_tui.engine.embedders import resolve_embedder
     from faceid_tui.engine.embedding import EmbedderOptions, available_cores, facenet_runtime
     from faceid_tui.engine.models import ModelStore
     from faceid_tui.engine.pipeline import Pipeline, PipelineOptions
@@ -264,7 +269,7 @@ def main() -> None:
     cores = available_cores()
     workers = cores if args.workers is None else args.workers
     detector = detector_for(args.detector, args.embedder)
-    options = PipelineOptions(detector=detector, embedder=args.embedder,
+    options = PipelineOptions(detector=detector, embedder=resolve_embedder(args.embedder),
                               embedder_options=EmbedderOptions(device=args.device,
                                                                threads=args.threads,
                                                                runtime=args.runtime))

@@ -22,13 +22,14 @@ from rich.table import Table
 
 from faceid_tui.bank.calibration import Calibration
 from faceid_tui.bank.identity_bank import IdentityBank, SyncReport
-from faceid_tui.bank.matching import DEFAULT_THRESHOLD, FaceMatch, matched_chunks
-from faceid_tui.bank.thresholds import DEFAULT_FPIR, ThresholdChoice
+from faceid_tui.bank.matching import FaceMatch, matched_chunks
+from faceid_tui.bank.thresholds import DEFAULT_FPIR, ThresholdChoice, pair_threshold
 from faceid_tui.config import Settings, build_pipeline, open_bank, open_session
 from faceid_tui.engine.decode import is_image_name
 from faceid_tui.engine.detection import DETECTORS
-from faceid_tui.engine.embedding import EMBEDDERS, RUNTIMES, facenet_runtime
-from faceid_tui.engine.models import ModelStore
+from faceid_tui.engine.embedders import AUTO, EMBEDDER_CHOICES, embedder_entry
+from faceid_tui.engine.embedding import RUNTIMES, facenet_runtime
+from faceid_tui.engine.models import MODELS_ENV, ModelStore, default_models_dir
 from faceid_tui.engine.pipeline import DEFAULT_CHUNK, FaceResult, PhotoResult
 from faceid_tui.errors import BankError, FaceIdError, InvalidNameError
 from faceid_tui.fsutil import remove_stale_temp_files
@@ -55,20 +56,21 @@ def _engine_options(*, suppress: bool) -> argparse.ArgumentParser:
     group = parser.add_argument_group("engine options")
     group.add_argument("--bank", type=Path, default=default(Path("id_bank")), metavar="DIR",
                        help="identity bank folder (default: ./id_bank)")
-    group.add_argument("--models", type=Path, default=default(Path("face_models")),
-                       metavar="DIR", help="model folder (default: ./face_models)")
+    group.add_argument("--models", type=Path, default=default(None), metavar="DIR",
+                       help="model folder (default: $FACEID_MODELS, else the checkout's "
+                            "face_models/, else a per-user cache; `faceid models` says which)")
     group.add_argument("--detector", choices=["auto", *sorted(DETECTORS)],
                        default=default("auto"),
                        help="face detector: hog (dlib HOG, fast), cnn (dlib CNN/MMOD, slow "
                             "on the CPU), hog+cnn (the CNN only on photos where HOG finds "
-                            "no face); auto (default): hog+cnn with --embedder facenet+dlib, "
-                            "else hog")
-    group.add_argument("--embedder", choices=sorted(EMBEDDERS), default=default("facenet"),
-                       help="facenet (default; on onnxruntime or torch, see --runtime); "
-                            "facenet+dlib (accurate: FaceNet fused with dlib's ResNet, ~4x "
-                            "the CPU time per face); facenet-onnx / facenet-onnx-int8 (the "
-                            "same weights on ONNX Runtime by name; int8 is faster and is built "
-                            "once from face photos, see README)")
+                            "no face); auto (default): hog+cnn with the default embedder "
+                            "facenet+dlib, else hog")
+    group.add_argument("--embedder", choices=list(EMBEDDER_CHOICES), default=default(AUTO),
+                       help="auto (default) = facenet+dlib: FaceNet fused with dlib's ResNet "
+                            "descriptor (the accurate mode); facenet: FaceNet alone (fast); "
+                            "facenet-onnx / facenet-onnx-int8 (FaceNet on ONNX Runtime by "
+                            "name; int8 is faster and is built once from face photos, see "
+                            "README). All run on onnxruntime on the CPU, torch on CUDA")
     group.add_argument("--upsample", type=int, default=default(None), metavar="N",
                        help="search the photo at its own size with N doublings (default: "
                             "a scale chosen from the smallest face, see --min-face)")
@@ -209,7 +211,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         raise UsageError("--min-face is a face size in pixels, 1 or more")
     if not 0.0 < args.fpir < 1.0:
         raise UsageError("--fpir is a rate between 0 and 1, e.g. 0.01 for 1 %")
-    return Settings(bank_dir=args.bank, models_dir=args.models, detector=args.detector,
+    models_dir = args.models if args.models is not None else default_models_dir()[0]
+    return Settings(bank_dir=args.bank, models_dir=models_dir, detector=args.detector,
                     embedder=args.embedder,
                     upsample=args.upsample, min_face_size=args.min_face, device=args.device,
                     runtime=args.runtime,
@@ -464,43 +467,65 @@ def cmd_embed(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_FILE_FAILED if failed else EXIT_OK
 
 
-def _prepare_cpu_runtime(store: ModelStore, settings: Settings) -> list[str]:
-    """Export FaceNet for onnxruntime now when it is the runtime FaceNet will use, so the first
-    scan or app start does not wait for it (about 12 s)."""
-    if facenet_runtime(settings.pipeline_options().embedder_options) != "onnx":
+def _prepare_converted(store: ModelStore, settings: Settings, *, force: bool) -> list[str]:
+    """Build now the converted networks the settings in force will run, so the first scan or
+    app start does not wait for them: FaceNet exported for onnxruntime (about 12 s) and dlib's
+    ResNet converted from its .dat (about 11 s)."""
+    options = settings.pipeline_options()
+    if facenet_runtime(options.embedder_options) != "onnx":
         return []
+    from faceid_tui.engine.dlib_resnet import prepare_resnet_onnx
     from faceid_tui.engine.onnx_embedder import prepare_onnx
 
+    actions = []
     try:
         path, built = prepare_onnx(store, "fp32")
+        if built:
+            actions.append(f"exported {path.name} for onnxruntime (FaceNet's CPU runtime)")
     except FaceIdError as exc:  # reported with the weights' own status below
-        return [f"FaceNet not exported for onnxruntime: {exc}"]
-    return [f"exported {path.name} for onnxruntime (FaceNet's CPU runtime)"] if built else []
+        actions.append(f"FaceNet not exported for onnxruntime: {exc}")
+    if options.embedder == "facenet+dlib":
+        try:
+            path, built = prepare_resnet_onnx(store, force=force)
+            if built:
+                actions.append(f"converted {path.name} from dlib's .dat (dlib's ResNet on "
+                               "onnxruntime)")
+        except FaceIdError as exc:
+            actions.append(f"dlib's ResNet not converted: {exc}")
+    return actions
 
 
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     store = ModelStore(settings.models_dir)
+    where = "--models" if args.models is not None else default_models_dir()[1]
     actions = store.prepare(force=args.force)
-    actions += _prepare_cpu_runtime(store, settings)
+    actions += _prepare_converted(store, settings, force=args.force)
     report = store.report()
     active = store.active_weights()
-    bad = [entry for entry in report if entry.status not in ("ok", "not present (optional)")]
+    # A converted file that is stale or not built yet is rebuilt on use: not an error.
+    bad = [entry for entry in report if entry.status not in
+           ("ok", "not present (optional)", "not built yet", "stale")]
     if args.json:
-        print_json({"folder": str(store.folder), "actions": actions,
+        print_json({"folder": str(store.folder), "folder_source": where, "actions": actions,
                     "active_embedder": active.key, "model_id": active.model_id,
+                    "embedder": settings.embedder_name,
+                    "embedder_model_id": embedder_entry(settings.embedder_name).model_id(store),
                     "files": [entry.as_dict() for entry in report]})
     else:
         for action in actions:
             stderr.print(f"[dim]{escape(action)}[/dim]")
         table = Table("file", "size", "sha256", "status", "source", header_style="bold")
         for entry in report:
-            optional_absent = entry.status.startswith("not present")
+            optional_absent = entry.status.startswith("not ")
             colour = "green" if entry.status == "ok" else ("dim" if optional_absent else "red")
             size = f"{entry.size / 1e6:.1f} MB" if entry.size is not None else "-"
             table.add_row(escape(entry.name), size, (entry.sha256 or "-")[:16],
                           f"[{colour}]{escape(entry.status)}[/{colour}]", escape(entry.source))
         stdout.print(table)
-        stdout.print(f"active embedder: FaceNet {active.key} ({active.model_id})")
+        stdout.print(f"models folder: {escape(str(store.folder.resolve()))} ({where}; "
+                     f"--models or ${MODELS_ENV} to choose another)")
+        stdout.print(f"active embedder: {settings.embedder_name}, FaceNet {active.key} "
+                     f"({embedder_entry(settings.embedder_name).model_id(store)})")
         for entry in bad:
             stderr.print(f"[red]{escape(entry.path)}: {escape(entry.status)} — "
                          f"{escape(entry.detail)}[/red]")
@@ -515,7 +540,8 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     if not args.csv.is_file():
         raise UsageError(f"{args.csv} does not exist; give a CSV with path_a,path_b,same")
     pipeline = build_pipeline(settings)
-    threshold = DEFAULT_THRESHOLD if settings.threshold is None else settings.threshold
+    threshold = pair_threshold(pipeline.model_id).value if settings.threshold is None \
+        else settings.threshold
     evaluation = evaluate_pairs(pipeline, args.csv, threshold)
     if args.plot is not None and evaluation.pairs:
         from faceid_tui.engine.plots import write_evaluation_plot

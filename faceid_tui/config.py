@@ -10,40 +10,48 @@ from faceid_tui.bank.identity_bank import IdentityBank
 from faceid_tui.bank.matching import AMBIGUOUS_MARGIN
 from faceid_tui.bank.thresholds import DEFAULT_FPIR
 from faceid_tui.engine.detection import DetectorOptions
+from faceid_tui.engine.embedders import AUTO, resolve_embedder
 from faceid_tui.engine.embedding import EmbedderOptions
-from faceid_tui.engine.models import ModelStore
+from faceid_tui.engine.models import ModelStore, default_models_dir
 from faceid_tui.engine.pipeline import Pipeline, PipelineOptions
 from faceid_tui.triage.ledger import LEDGER_NAME, Ledger
 from faceid_tui.triage.session import TriagePaths, TriageSession
 
-#: What ``detector="auto"`` means for each embedder (others: HOG). The accurate mode spends a
-#: CNN pass on each photo where HOG finds no face: on LFW that lifts its 10-fold accuracy from
-#: 0.9880 to 0.9917 (README, Accuracy) for 2-3 core-seconds per such photo. The fast default
-#: does not (it would gain 0.9752 -> 0.9792): a faceless photo, common in an inbox, would cost
-#: ten times a camera photo's usual time.
+#: What ``detector="auto"`` means for each embedder (others: HOG). The accurate mode (the
+#: default embedder) spends a CNN pass on each photo where HOG finds no face: on LFW that
+#: lifts its 10-fold accuracy from 0.9880 to 0.9917 (README, Accuracy). FaceNet alone, the
+#: fast mode, does not (it would gain 0.9752 -> 0.9792).
 AUTO_DETECTOR = {"facenet+dlib": "hog+cnn"}
 
 
 def detector_for(detector: str, embedder: str) -> str:
-    """``detector`` with "auto" resolved for ``embedder``."""
-    return AUTO_DETECTOR.get(embedder, "hog") if detector == "auto" else detector
+    """``detector`` with "auto" resolved for ``embedder`` (itself possibly "auto")."""
+    if detector != "auto":
+        return detector
+    return AUTO_DETECTOR.get(resolve_embedder(embedder), "hog")
 
 
 @dataclass(frozen=True)
 class Settings:
     bank_dir: Path = field(default_factory=lambda: Path("id_bank"))
-    models_dir: Path = field(default_factory=lambda: Path("face_models"))
+    models_dir: Path = field(default_factory=lambda: default_models_dir()[0])
     detector: str = "auto"  # "hog", "cnn", "hog+cnn", or "auto": AUTO_DETECTOR
-    embedder: str = "facenet"  # or "facenet+dlib", the accurate (slower) mode
+    #: "auto" (FaceNet + dlib, engine/embedders.py), "facenet" (the fast mode), …
+    embedder: str = AUTO
     upsample: int | None = None
     min_face_size: int | None = None  # None: follows the photo's size (engine/detection.py)
     device: str = "auto"
-    runtime: str = "auto"  # FaceNet on "torch" or "onnx"; auto: engine/embedding.py
+    runtime: str = "auto"  # "torch" or "onnx"; auto: engine/embedding.py facenet_runtime
     threads: int | None = None
     batch_size: int = 32
     threshold: float | None = None  # None: chosen for the bank's size (bank/thresholds.py)
     fpir: float = DEFAULT_FPIR
     ambiguous_margin: float = AMBIGUOUS_MARGIN
+
+    @property
+    def embedder_name(self) -> str:
+        """The embedder in force ("auto" resolved)."""
+        return resolve_embedder(self.embedder)
 
     @property
     def detector_name(self) -> str:
@@ -53,7 +61,7 @@ class Settings:
     def pipeline_options(self) -> PipelineOptions:
         return PipelineOptions(
             detector=self.detector_name,
-            embedder=self.embedder,
+            embedder=self.embedder_name,
             detector_options=DetectorOptions(upsample=self.upsample,
                                              min_face_size=self.min_face_size),
             embedder_options=EmbedderOptions(device=self.device, batch_size=self.batch_size,

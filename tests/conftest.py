@@ -54,7 +54,18 @@ def models_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def pipeline(models_dir: Path) -> Pipeline:
+    """The default pipeline (FaceNet + dlib's converted ResNet), with HOG."""
     options = PipelineOptions(detector_options=DetectorOptions(),
+                              embedder_options=EmbedderOptions(device="cpu"))
+    loaded = Pipeline(ModelStore(models_dir), options)
+    loaded.load()
+    return loaded
+
+
+@pytest.fixture(scope="session")
+def facenet_pipeline(models_dir: Path) -> Pipeline:
+    """FaceNet alone (``--embedder facenet``, the fast mode), with HOG."""
+    options = PipelineOptions(embedder="facenet", detector_options=DetectorOptions(),
                               embedder_options=EmbedderOptions(device="cpu"))
     loaded = Pipeline(ModelStore(models_dir), options)
     loaded.load()

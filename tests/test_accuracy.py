@@ -5,19 +5,28 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from faceid_tui.bank.matching import DEFAULT_THRESHOLD
+from faceid_tui.bank.thresholds import pair_threshold
 from faceid_tui.engine.evaluation import best_threshold_interval, evaluate_pairs
 from faceid_tui.engine.pipeline import Pipeline
 
 from .conftest import copy_identity
 
 
-def test_default_threshold_separates_the_dev_pairs(pipeline: Pipeline, faces_dir: Path) -> None:
-    evaluation = evaluate_pairs(pipeline, faces_dir / "pairs.csv", DEFAULT_THRESHOLD)
+@pytest.mark.parametrize("mode", ["default", "facenet"])
+def test_the_pair_threshold_separates_the_dev_pairs(mode: str, pipeline: Pipeline,
+                                                    facenet_pipeline: Pipeline,
+                                                    faces_dir: Path) -> None:
+    """The threshold `faceid eval pairs` uses (the model's LFW impostor curve at FAR 1 %) lies
+    where these 180 real pairs are best separated, for the default and for FaceNet alone."""
+    chosen = pipeline if mode == "default" else facenet_pipeline
+    threshold = pair_threshold(chosen.model_id)
+    assert threshold.source == "impostor curve"
+    evaluation = evaluate_pairs(chosen, faces_dir / "pairs.csv", threshold.value)
     assert evaluation.pairs == 180 and evaluation.same == 90
     assert evaluation.accuracy >= 0.97
-    assert evaluation.best_threshold_low <= DEFAULT_THRESHOLD <= evaluation.best_threshold_high
+    assert evaluation.best_threshold_low <= threshold.value <= evaluation.best_threshold_high
 
 
 def test_best_threshold_interval_on_known_scores() -> None:

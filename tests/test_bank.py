@@ -141,3 +141,35 @@ def test_the_database_uses_wal(bank_factory) -> None:
     with sqlite3.connect(bank.folder / DATABASE_NAME) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_a_facenet_only_bank_is_re_embedded_once_for_the_default_model(
+        tmp_path: Path, identity_photos, pipeline, facenet_pipeline) -> None:
+    """A bank built with FaceNet alone (the old default) is embedded again, once, when the
+    default (fused) model first opens it, with progress; the FaceNet vectors stay for a
+    switch back, and nothing is embedded twice."""
+    from faceid_tui.bank.identity_bank import IdentityBank
+
+    folder = tmp_path / "id_bank"
+    for name in ("George_Clooney", "Juanes", "Martha_Burk"):
+        copy_identity(folder, name, identity_photos[name][:2])
+    old = IdentityBank(folder, facenet_pipeline)
+    assert len(old.sync().embedded) == 6
+    old.close()
+
+    bank = IdentityBank(folder, pipeline)
+    progress: list[tuple[int, int]] = []
+    report = bank.sync(progress=lambda done, total: progress.append((done, total)))
+    assert len(report.embedded) == 6 and progress[-1] == (6, 6)
+    assert pipeline.model_id != facenet_pipeline.model_id
+    names, _paths, matrix = bank.store.samples(pipeline.model_id)
+    assert matrix.shape == (6, 640) and sorted(set(names)) == ["George_Clooney", "Juanes",
+                                                                "Martha_Burk"]
+    held_back = next(pipeline.run([identity_photos["Juanes"][-1]]))
+    match = bank.matcher().match_photo(np.stack([held_back.largest_face().embedding]))[0]
+    assert match.name == "Juanes"
+    assert bank.sync().embedded == []  # once only
+    bank.close()
+    reopened = IdentityBank(folder, facenet_pipeline)  # and back: nothing to embed
+    assert reopened.sync().embedded == []
+    reopened.close()

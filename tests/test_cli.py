@@ -134,12 +134,13 @@ def test_embed_prints_unit_vectors_and_a_marked_fallback(tmp_path: Path, faces_d
                  faces_dir / "non_faces/eagle.jpg", cwd=tmp_path, models=models_dir)
     assert run.returncode == 0, run.stderr
     face_photo, eagle = json_lines(run.stdout)
-    assert face_photo["model"].startswith("facenet-casia-webface")
+    # The default model: FaceNet (512) and dlib's descriptor (128), fused.
+    assert face_photo["model"].startswith("facenet-casia-webface-20180408+dlib-resnet")
     (face,) = face_photo["faces"]
-    assert len(face["embedding"]) == 512 and "fallback" not in face
+    assert len(face["embedding"]) == 640 and "fallback" not in face
     assert abs(np.linalg.norm(face["embedding"]) - 1) < 1e-4
     (stand_in,) = eagle["faces"]
-    assert stand_in["fallback"] is True and len(stand_in["embedding"]) == 512
+    assert stand_in["fallback"] is True and len(stand_in["embedding"]) == 640
 
 
 def test_models_json_reports_every_file(tmp_path: Path, models_dir: Path) -> None:
@@ -194,7 +195,9 @@ def test_the_auto_detector_retries_with_the_cnn_only_in_the_accurate_mode() -> N
         settings = settings_from(build_parser().parse_args([*args, "models"]))
         return settings.pipeline_options().detector
 
-    assert detector() == "hog"
+    assert detector() == "hog+cnn"  # the default embedder is the accurate mode
+    assert detector("--embedder", "auto") == "hog+cnn"
+    assert detector("--embedder", "facenet") == "hog"
     assert detector("--embedder", "facenet+dlib") == "hog+cnn"
     assert detector("--embedder", "facenet+dlib", "--detector", "hog") == "hog"
     assert detector("--detector", "hog+cnn") == "hog+cnn"

@@ -16,6 +16,7 @@ from faceid_tui.engine.detection import (
     DetectedBox,
     Detector,
     DetectorOptions,
+    HogDetector,
     RetryDetector,
     create_detector,
 )
@@ -138,9 +139,12 @@ def test_the_face_found_on_retry_is_recognised(faces_dir: Path, models_dir: Path
                                                 pipeline: Pipeline,
                                                 identity_photos: dict[str, list[Path]]) -> None:
     """End to end: the CNN's box is aligned and embedded like any other, and the tilted
-    portrait is nearest to its own identity's other photos among one photo of everyone."""
+    portrait is nearest to its own identity's other photos among one photo of everyone.
+    30° (HOG finds nothing from 20°): at 35° the 5-point landmarks fail on this face and no
+    model recognises it (FaceNet alone: 0.175 for him against 0.174 for the next person)."""
     finder = FaceFinder(ModelStore(models_dir), "hog+cnn", DetectorOptions())
-    image, _ = tilted(load_rgb(faces_dir / TILTED_PORTRAIT), 35)
+    image, _ = tilted(load_rgb(faces_dir / TILTED_PORTRAIT), 30)
+    assert HogDetector(DetectorOptions()).detect(image) == []
     [face] = finder.find_faces(image)
     pipeline.embed_faces([face])
     assert face.embedding is not None
@@ -153,9 +157,9 @@ def test_the_face_found_on_retry_is_recognised(faces_dir: Path, models_dir: Path
     assert max(scores, key=scores.__getitem__) == "George_Clooney", scores
 
 
-def test_chips_are_aligned_rgb_160(pipeline: Pipeline, faces_dir: Path) -> None:
+def test_chips_are_aligned_rgb_160(facenet_pipeline: Pipeline, faces_dir: Path) -> None:
     image = load_rgb(faces_dir / "group_photos/kit_with_rose.jpg")
-    faces = pipeline.find_faces(image)
+    faces = facenet_pipeline.find_faces(image)
     assert len(faces) == 2
     assert faces[0].box.x < faces[1].box.x  # numbered left to right
     for face in faces:

@@ -14,6 +14,8 @@ from faceid_tui.engine.alignment import standardise
 from faceid_tui.engine.decode import load_rgb
 from faceid_tui.engine.embedding import FacenetEmbedder
 from faceid_tui.engine.models import (
+    ALL_FILES,
+    CONVERTED_FILES,
     FACENET_CASIA,
     SHAPE_PREDICTOR_5,
     ModelStore,
@@ -24,9 +26,9 @@ from faceid_tui.errors import ModelError
 
 
 def test_converted_facenet_matches_opencv_on_a_real_face_chip(
-        pipeline: Pipeline, faces_dir: Path, torch_facenet: FacenetEmbedder) -> None:
+        facenet_pipeline: Pipeline, faces_dir: Path, torch_facenet: FacenetEmbedder) -> None:
     image = load_rgb(faces_dir / "identities/George_Clooney/George_Clooney_0001.jpg")
-    faces = pipeline.find_faces(image)
+    faces = facenet_pipeline.find_faces(image)
     assert len(faces) == 1
     blob = standardise(faces[0].chip[None])  # 1×3×160×160, (x - 127.5) / 128
 
@@ -77,7 +79,11 @@ def test_missing_files_are_prepared_offline_from_installed_packages(tmp_path: Pa
     store = ModelStore(tmp_path / "models")
     actions = store.prepare()
     assert any("converted" in action for action in actions)
-    assert all(entry.status in ("ok", "not present (optional)") for entry in store.report())
+    report = {entry.name: entry.status for entry in store.report()}
+    assert all(report[model_file.name] in ("ok", "not present (optional)")
+               for model_file in ALL_FILES)
+    # The ONNX conversions are built by `faceid models` (cli) or on first use, not here.
+    assert all(report[converted.name] == "not built yet" for converted in CONVERTED_FILES)
     assert store.prepare() == []  # a second run has nothing to do
 
 
@@ -87,3 +93,22 @@ def test_vggface2_file_becomes_the_active_embedder(tmp_path: Path) -> None:
     weights = store.active_weights()
     assert weights.key == "vggface2"
     assert weights.model_id != ModelStore(tmp_path / "empty").active_weights().model_id
+
+
+def test_models_live_in_one_place_per_machine(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run from the checkout, every working directory shares the checkout's face_models/;
+    an installed copy uses one per-user cache; FACEID_MODELS overrides both."""
+    from faceid_tui.engine import models
+
+    monkeypatch.delenv(models.MODELS_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    folder, why = models.default_models_dir()
+    assert folder == Path(__file__).resolve().parents[1] / "face_models" and "checkout" in why
+    monkeypatch.setattr(models, "checkout_models_dir", lambda: None)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder, why = models.default_models_dir()
+    assert folder == tmp_path / "cache" / "faceid" / "models" and "per-user" in why
+    monkeypatch.setenv(models.MODELS_ENV, str(tmp_path / "mine"))
+    assert models.default_models_dir() == (tmp_path / "mine", "$FACEID_MODELS")
+    assert not (tmp_path / "face_models").exists()  # nothing left in the working directory

@@ -20,11 +20,11 @@ import pytest
 
 from faceid_tui.engine import embedding, onnx_embedder
 from faceid_tui.engine.decode import load_rgb
+from faceid_tui.engine.dlib_resnet import resnet_onnx_path
+from faceid_tui.engine.embedders import EMBEDDERS, create_embedder
 from faceid_tui.engine.embedding import (
-    EMBEDDERS,
     EmbedderOptions,
     FacenetEmbedder,
-    create_embedder,
     facenet_runtime,
     resolve_device,
 )
@@ -78,11 +78,11 @@ def photos(faces_dir: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def chips(pipeline: Pipeline, faces_dir: Path, photos: list[str]) -> np.ndarray:
-    """The largest face's chip of every identity photo, cut by faceid's own pipeline."""
+def chips(facenet_pipeline: Pipeline, faces_dir: Path, photos: list[str]) -> np.ndarray:
+    """The largest face's FaceNet chip of every identity photo, cut by faceid's own pipeline."""
     cut = []
     for photo in photos:
-        faces = pipeline.find_faces(load_rgb(faces_dir / photo))
+        faces = facenet_pipeline.find_faces(load_rgb(faces_dir / photo))
         cut.append(max(faces, key=lambda face: face.box.area).chip)
     return np.stack(cut)
 
@@ -165,11 +165,11 @@ def test_pairs_keep_their_ranking(precision: str, embedders: dict[str, OnnxFacen
     assert not (torch_right & ~onnx_right).any()
 
 
-def test_model_ids(embedders: dict[str, OnnxFacenetEmbedder], pipeline: Pipeline,
+def test_model_ids(embedders: dict[str, OnnxFacenetEmbedder], facenet_pipeline: Pipeline,
                    onnx_models: ModelStore) -> None:
     # fp32 equals torch to float noise, so it shares torch's id (and its thresholds).
-    assert embedders["fp32"].model_id == pipeline.embedder.model_id
-    assert embedders["int8"].model_id == pipeline.embedder.model_id + "+int8"
+    assert embedders["fp32"].model_id == facenet_pipeline.embedder.model_id
+    assert embedders["int8"].model_id == facenet_pipeline.embedder.model_id + "+int8"
     assert EMBEDDERS["facenet-onnx"].model_id(onnx_models) == embedders["fp32"].model_id
     assert EMBEDDERS["facenet-onnx-int8"].model_id(onnx_models) == embedders["int8"].model_id
     assert embedders["fp32"].device == "cpu" and embedders["fp32"].dimension == 512
@@ -252,7 +252,7 @@ def test_cuda_is_refused(onnx_models: ModelStore) -> None:
 
 
 def test_registry_does_not_load_onnxruntime() -> None:
-    code = ("import sys; from faceid_tui.engine.embedding import EMBEDDERS; "
+    code = ("import sys; from faceid_tui.engine.embedders import EMBEDDERS; "
             "assert 'facenet-onnx' in EMBEDDERS; print('onnxruntime' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
@@ -277,8 +277,9 @@ def test_facenet_runs_on_onnxruntime_on_the_cpu_unless_asked_for_torch(
 
 
 def test_faceid_models_exports_the_cpu_runtime_once(tmp_path: Path, models_dir: Path) -> None:
-    """`faceid models` (what `make run` and `make test` call) builds the ONNX file FaceNet
-    will run on, so the first scan does not wait for the export; not when torch is asked for."""
+    """`faceid models` (what `make run` and `make test` call) builds the ONNX files the default
+    embedder runs on (FaceNet exported, dlib's ResNet converted), so the first scan does not
+    wait for them; not when torch is asked for."""
     store = link_models(models_dir, tmp_path / "models")
 
     def models(*args: str) -> list[str]:
@@ -290,8 +291,10 @@ def test_faceid_models_exports_the_cpu_runtime_once(tmp_path: Path, models_dir: 
 
     assert models("--runtime", "torch") == []
     assert not onnx_path(store, "fp32").exists()
-    [exported] = models()
+    assert not resnet_onnx_path(store).exists()
+    exported, converted = models()
     assert onnx_path(store, "fp32").name in exported
+    assert resnet_onnx_path(store).name in converted and "dlib" in converted
     assert json.loads(record_path(onnx_path(store, "fp32")).read_text())["sha256"] == \
         onnx_embedder.sha256_file(onnx_path(store, "fp32"))
     assert models() == []  # current: reused, not exported again

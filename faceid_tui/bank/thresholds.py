@@ -121,6 +121,12 @@ def curve_threshold(model_id: str, comparisons: int,
     return ThresholdChoice(value, "impostor curve", detail)
 
 
+def pair_threshold(model_id: str) -> ThresholdChoice:
+    """The threshold for judging one pair of photos (``faceid eval pairs``): the model's
+    impostor curve at FAR 1 % for a single comparison."""
+    return curve_threshold(model_id, 1, DEFAULT_FPIR)
+
+
 # -- thresholds saved by `faceid calibrate --save` -----------------------------------------------
 def saved_threshold(bank_dir: Path, model_id: str) -> ThresholdChoice | None:
     path = Path(bank_dir) / SAVED_THRESHOLDS_FILE

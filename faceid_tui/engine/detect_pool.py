@@ -19,17 +19,16 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from faceid_tui.engine.detection import DetectorOptions
+from faceid_tui.engine.face_finder import FaceFinder, PhotoResult
+from faceid_tui.engine.models import ModelStore
 
-_WORKER: object | None = None  # this worker process's own FaceFinder
+_WORKER: FaceFinder | None = None  # this worker process's own
 
 
 def _start_worker(detector: str, options: DetectorOptions, embedder: str,
                   models_dir: str) -> None:
     global _WORKER
     _follow_parent()
-    from faceid_tui.engine.models import ModelStore
-    from faceid_tui.engine.pipeline import FaceFinder
-
     _WORKER = FaceFinder(ModelStore(Path(models_dir)), detector, options, embedder)
 
 
@@ -65,13 +64,14 @@ def _follow_parent() -> None:
     threading.Thread(target=watch, name="faceid-parent-watch", daemon=True).start()
 
 
-def _find_in_worker(path: Path, fallback_center: bool, keep_image: bool):  # -> PhotoResult
-    return _WORKER.find(path, fallback_center, keep_image)  # type: ignore[attr-defined]
+def _find_in_worker(path: Path, fallback_center: bool, keep_image: bool) -> PhotoResult:
+    assert _WORKER is not None, "the pool's initializer builds the finder first"
+    return _WORKER.find(path, fallback_center, keep_image)
 
 
 class DetectPool:
-    """A pool of ``workers`` processes, each with its own detector, aligner and, when the
-    embedder ``embedder`` has one, chip stage."""
+    """A pool of ``workers`` processes, each with its own detector and aligner (cutting the
+    chip the embedder ``embedder`` reads)."""
 
     def __init__(self, workers: int, detector: str, options: DetectorOptions, embedder: str,
                  models_dir: Path) -> None:
@@ -82,7 +82,8 @@ class DetectPool:
 
     def map_ordered(self, paths: Iterator[Path], *, fallback_center: bool, keep_images: bool,
                     window: int, should_stop: Callable[[], bool] | None = None,
-                    on_broken: Callable[[Path], object] | None = None) -> Iterator[object]:
+                    on_broken: Callable[[Path], PhotoResult] | None = None
+                    ) -> Iterator[PhotoResult]:
         """Results in the order of ``paths``, with at most ``window`` photos in flight (that
         bounds memory; a window of a few batches keeps every worker busy while the caller
         embeds). If a worker dies (a native crash in a decoder or dlib), the photos still in

@@ -1,10 +1,11 @@
-"""Embedders behind one protocol, found by name in a registry.
+"""The embedder protocol, its options, where it runs, and FaceNet on torch.
 
 ``facenet`` is facenet-pytorch's ``InceptionResnetV1`` with the weights the model store says
 are active (VGGFace2 when supplied, otherwise the converted CASIA-WebFace). It embeds every
 chip of a call in batches: with torch under ``torch.inference_mode()`` on the GPU when there is
 one, and on the CPU, by default, with the same weights exported to onnxruntime
-(:mod:`onnx_embedder`; see :func:`facenet_runtime`).
+(:mod:`onnx_embedder`; see :func:`facenet_runtime`). The registry that knows every embedder
+by name is :mod:`embedders`.
 
 Every embedder has a ``model_id`` that names the weights *and* the alignment: embeddings with
 different ids live in different spaces and are never compared.
@@ -14,19 +15,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-from faceid_tui.engine.alignment import (
-    ALIGNMENT_ID,
-    FACENET_CHIP,
-    FUSED_CHIP,
-    ChipSpec,
-    standardise,
-)
+from faceid_tui.engine.alignment import ALIGNMENT_ID, standardise
 from faceid_tui.engine.models import ModelStore
 
 
@@ -165,87 +159,3 @@ class FacenetEmbedder:
         vectors = np.concatenate(outputs).astype(np.float32, copy=False)
         # Re-normalise in float32: fp16 inference leaves norms a hair off 1.
         return vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
-
-
-@dataclass(frozen=True)
-class EmbedderEntry:
-    """How to build an embedder, and how to name its model id without building it (so that
-    listing a bank does not load a network)."""
-
-    create: Callable[[EmbedderOptions, ModelStore], Embedder]
-    model_id: Callable[[ModelStore], str]
-    #: The chip the aligner cuts for this embedder.
-    chip: ChipSpec = FACENET_CHIP
-    #: Builds the embedder's :class:`ChipStage`, if it has one (must not import torch: the
-    #: detect workers run it).
-    chip_stage: Callable[[ModelStore], ChipStage] | None = None
-
-
-def _fused(options: EmbedderOptions, models: ModelStore) -> Embedder:
-    from faceid_tui.engine.fusion import FusedEmbedder
-
-    return FusedEmbedder(options, models)
-
-
-def _fused_model_id(models: ModelStore) -> str:
-    from faceid_tui.engine.fusion import fused_model_id
-
-    return fused_model_id(models)
-
-
-def _fused_chip_stage(models: ModelStore) -> ChipStage:
-    from faceid_tui.engine.fusion import DlibChipStage
-
-    return DlibChipStage(models)
-
-
-# Modules of the optional embedders load on use, so torch-only runs never import dlib's
-# ResNet or onnxruntime.
-def create_facenet(options: EmbedderOptions, models: ModelStore) -> Embedder:
-    """FaceNet on the runtime :func:`facenet_runtime` picks."""
-    if facenet_runtime(options) == "onnx":
-        return _onnx_fp32(options, models)
-    return FacenetEmbedder(options, models)
-
-
-def _onnx_fp32(options: EmbedderOptions, models: ModelStore) -> Embedder:
-    from faceid_tui.engine.onnx_embedder import create_onnx
-
-    return create_onnx(options, models)
-
-
-def _onnx_int8(options: EmbedderOptions, models: ModelStore) -> Embedder:
-    from faceid_tui.engine.onnx_embedder import create_onnx_int8
-
-    return create_onnx_int8(options, models)
-
-
-def _onnx_int8_model_id(models: ModelStore) -> str:
-    from faceid_tui.engine.onnx_embedder import onnx_int8_model_id
-
-    return onnx_int8_model_id(models)
-
-
-EMBEDDERS: dict[str, EmbedderEntry] = {
-    "facenet": EmbedderEntry(create_facenet, facenet_model_id),
-    # The accurate mode: FaceNet + dlib ResNet score fusion (engine/fusion.py).
-    "facenet+dlib": EmbedderEntry(_fused, _fused_model_id, chip=FUSED_CHIP,
-                                  chip_stage=_fused_chip_stage),
-    # The same FaceNet weights on onnxruntime's CPU provider (engine/onnx_embedder.py), by
-    # name. fp32 equals torch to float noise and shares its model id (it is what `facenet`
-    # runs on the CPU by default); int8 has its own ("…+int8").
-    "facenet-onnx": EmbedderEntry(_onnx_fp32, facenet_model_id),
-    "facenet-onnx-int8": EmbedderEntry(_onnx_int8, _onnx_int8_model_id),
-}
-
-
-def embedder_entry(name: str) -> EmbedderEntry:
-    try:
-        return EMBEDDERS[name]
-    except KeyError:
-        raise ValueError(f"unknown embedder {name!r}; choose one of {sorted(EMBEDDERS)}") from None
-
-
-def create_embedder(name: str, options: EmbedderOptions, models: ModelStore) -> Embedder:
-    """Build the embedder registered under ``name``."""
-    return embedder_entry(name).create(options, models)

@@ -1,4 +1,5 @@
-"""The accurate mode: FaceNet and dlib's ResNet descriptor fused at the score level.
+"""The accurate mode, faceid's default: FaceNet and dlib's ResNet descriptor fused at the
+score level.
 
 Each face gets one vector, the weighted concatenation of the two L2-normalised embeddings,
 ``[sqrt(w) * facenet, sqrt(1 - w) * dlib]``. Its norm is 1, and the dot product of two such
@@ -11,20 +12,21 @@ area averaging: FaceNet's 160 px chip covers the whole master (padding 0.4); dli
 (padding 0.25, as dlib computes its descriptor) is the central 300 px, exactly 2:1. The FaceNet
 half therefore differs from the fast mode's directly cut chip by resampling only.
 
-dlib's descriptor runs on the CPU (dlib-bin has no CUDA), about 110 ms a face on one core, so
-it is this embedder's *chip stage* (:class:`DlibChipStage`): it runs where the face is found,
-in the detect worker processes on long runs, beside detection, while this process runs FaceNet.
+dlib's network runs converted from its ``.dat`` (:mod:`dlib_resnet`): on ONNX Runtime on the
+CPU, torch on CUDA, batched in the process that runs FaceNet, with dlib-bin's descriptors to
+about 1e-6, so the model id (and the impostor curve measured with dlib-bin) still holds.
 """
 
 from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 
 from faceid_tui.engine.alignment import FACENET_CHIP, FUSED_CHIP, ChipSpec
-from faceid_tui.engine.embedding import EmbedderOptions, create_facenet
-from faceid_tui.engine.models import DLIB_RESNET, ModelStore
+from faceid_tui.engine.embedding import Embedder
+from faceid_tui.engine.models import ModelStore
 
 #: Share of the fused score that comes from FaceNet. dlib's cosines spread about four times
 #: less than FaceNet's (impostor std 0.035 vs 0.138 on LFW), so a small weight already gives
@@ -49,56 +51,41 @@ def fused_model_id(models: ModelStore) -> str:
             f"{FUSED_CHIP.alignment_id}")
 
 
-class DlibChipStage:
-    """dlib's L2-normalised descriptor of each master chip; loads its network on first use."""
+def dlib_chips(master_chips: np.ndarray) -> np.ndarray:
+    """dlib's 150-px padding-0.25 chips, cut from master chips (N×360×360×3)."""
+    start, side = _dlib_crop(FUSED_CHIP)
+    return np.stack([cv2.resize(chip[start:start + side, start:start + side],
+                                (DLIB_CHIP_SIZE, DLIB_CHIP_SIZE), interpolation=cv2.INTER_AREA)
+                     for chip in master_chips])
 
-    def __init__(self, models: ModelStore) -> None:
-        self._models = models
-        self._network = None
-        self._crop = _dlib_crop(FUSED_CHIP)
 
-    def __call__(self, chips: np.ndarray) -> np.ndarray:
-        import cv2
-
-        if len(chips) == 0:
-            return np.zeros((0, 128), dtype=np.float32)
-        if self._network is None:
-            import dlib
-
-            self._network = dlib.face_recognition_model_v1(
-                str(self._models.verified_path(DLIB_RESNET)))
-        start, side = self._crop
-        dlib_chips = [np.ascontiguousarray(cv2.resize(
-            chip[start:start + side, start:start + side], (DLIB_CHIP_SIZE, DLIB_CHIP_SIZE),
-            interpolation=cv2.INTER_AREA)) for chip in chips]
-        descriptors = np.array(self._network.compute_face_descriptor(dlib_chips),
-                               dtype=np.float32)
-        return descriptors / np.linalg.norm(descriptors, axis=1, keepdims=True).clip(min=1e-12)
+def facenet_chips(master_chips: np.ndarray) -> np.ndarray:
+    """FaceNet's 160-px chips: each whole master chip, area-averaged."""
+    size = FACENET_CHIP.size
+    return np.stack([cv2.resize(chip, (size, size), interpolation=cv2.INTER_AREA)
+                     for chip in master_chips])
 
 
 class FusedEmbedder:
-    """FaceNet + dlib ResNet, one unit vector per face whose dot products are fused scores."""
+    """FaceNet + dlib ResNet, one unit vector per face whose dot products are fused scores.
+
+    ``descriptor`` maps 150-px chips to L2-normalised 128-d vectors
+    (:class:`faceid_tui.engine.dlib_resnet.DlibDescriptor`, or dlib-bin's network in tests)."""
 
     name = "facenet+dlib"
 
-    def __init__(self, options: EmbedderOptions, models: ModelStore) -> None:
-        self.facenet = create_facenet(options, models)
-        self.device = self.facenet.device
-        self.dimension = self.facenet.dimension + 128
+    def __init__(self, facenet: Embedder, descriptor, models: ModelStore) -> None:
+        self.facenet = facenet
+        self.descriptor = descriptor
+        self.device = facenet.device
+        self.dimension = facenet.dimension + 128
         self.model_id = fused_model_id(models)
-        self._dlib = DlibChipStage(models)
 
-    def embed(self, chips: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
-        """Fused vectors of master chips; ``features``: their dlib descriptors when the chip
-        stage already computed them (otherwise they are computed here)."""
-        import cv2
-
+    def embed(self, chips: np.ndarray) -> np.ndarray:
+        """Fused vectors of master chips (N×360×360×3)."""
         if len(chips) == 0:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        size = FACENET_CHIP.size
-        facenet_chips = np.stack([cv2.resize(chip, (size, size), interpolation=cv2.INTER_AREA)
-                                  for chip in chips])
-        descriptors = self._dlib(chips) if features is None else features
-        facenet = self.facenet.embed(facenet_chips)
+        descriptors = self.descriptor(dlib_chips(chips))
+        facenet = self.facenet.embed(facenet_chips(chips))
         return np.hstack([math.sqrt(FACENET_WEIGHT) * facenet,
                           math.sqrt(1 - FACENET_WEIGHT) * descriptors]).astype(np.float32)

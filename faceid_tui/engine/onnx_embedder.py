@@ -30,6 +30,7 @@ from faceid_tui.engine.alignment import CHIP_SIZE, standardise
 from faceid_tui.engine.embedding import EmbedderOptions, available_cores, facenet_model_id
 from faceid_tui.engine.model_records import is_current, record_path, write_model
 from faceid_tui.engine.models import ModelStore
+from faceid_tui.engine.onnx_session import session_options
 from faceid_tui.errors import ModelError
 from faceid_tui.fsutil import sha256_bytes, sha256_file
 
@@ -192,22 +193,6 @@ def prepare_onnx(models: ModelStore, precision: Precision = "fp32",
     _write_model(int8_path, quantize_int8(fp32_path, chips), weights_path, source_sha256,
                  QUANTIZATION_SETTINGS, calibration)
     return int8_path, True
-
-
-def session_options(threads: int):  # -> onnxruntime.SessionOptions
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    # One deliberate thread count: ORT's default (every core, spinning) collapses when the
-    # detector's processes or other jobs share the cores.
-    options.intra_op_num_threads = threads
-    # Idle pool threads sleep instead of spinning: on shared cores spinning took time from
-    # the thread doing the work (benchmarks/embed_speed.py, 2 threads on 2 busy cores).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.inter_op_num_threads = 1
-    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return options
 
 
 class OnnxFacenetEmbedder:

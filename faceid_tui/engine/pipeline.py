@@ -1,6 +1,6 @@
 """The pipeline: photo paths in, faces with boxes, landmarks and embeddings out.
 
-Decode → detect → align happen per photo (:class:`FaceFinder`); the chips of a chunk of photos
+Decode → detect → align happen per photo (:mod:`face_finder`); the chips of a chunk of photos
 are then embedded in one batched call. On long runs the per-photo stages run in worker
 processes (:mod:`detect_pool`), one per core, while this process embeds the chunk before: the
 stages overlap. Models load once, on first use, so commands that need no model (listing the
@@ -17,19 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from faceid_tui.engine.alignment import Aligner, ChipSpec, center_crop_chip
-from faceid_tui.engine.decode import load_rgb
-from faceid_tui.engine.detection import DetectedBox, Detector, DetectorOptions, create_detector
-from faceid_tui.engine.embedding import (
-    ChipStage,
-    Embedder,
-    EmbedderOptions,
-    available_cores,
-    create_embedder,
-    embedder_entry,
-)
+from faceid_tui.engine.alignment import Aligner
+from faceid_tui.engine.detect_pool import DetectPool
+from faceid_tui.engine.detection import Detector, DetectorOptions
+from faceid_tui.engine.embedders import AUTO, create_embedder, embedder_entry
+from faceid_tui.engine.embedding import Embedder, EmbedderOptions, available_cores
+from faceid_tui.engine.face_finder import FaceFinder, FaceResult, PhotoResult
 from faceid_tui.engine.models import ModelStore
-from faceid_tui.errors import ImageDecodeError
 
 #: Photos whose chips are embedded together; bounds memory on long runs.
 DEFAULT_CHUNK = 64
@@ -38,121 +32,15 @@ DEFAULT_CHUNK = 64
 PARALLEL_MIN_PHOTOS = 32
 
 
-@dataclass
-class FaceResult:
-    box: DetectedBox
-    embedding: np.ndarray | None = None
-    landmarks: np.ndarray | None = None
-    #: True for the centre-crop stand-in used when no face was detected and one was asked for.
-    fallback: bool = False
-    chip: np.ndarray | None = field(default=None, repr=False)
-    #: What the embedder's chip stage computed from ``chip`` (e.g. dlib's descriptor in the
-    #: accurate mode), or None when the embedder has no chip stage.
-    features: np.ndarray | None = field(default=None, repr=False)
-
-
-@dataclass
-class PhotoResult:
-    path: Path
-    width: int | None = None
-    height: int | None = None
-    faces: list[FaceResult] = field(default_factory=list)
-    error: str | None = None
-    #: The decoded RGB image, kept only when the caller asks (annotation needs it).
-    image: np.ndarray | None = field(default=None, repr=False)
-
-    def central_face(self) -> FaceResult | None:
-        """The face whose centre lies nearest the image centre (the subject of a portrait
-        crop such as LFW's)."""
-        if not self.faces or self.width is None or self.height is None:
-            return None
-        cx, cy = self.width / 2, self.height / 2
-        return min(self.faces, key=lambda f: (f.box.x + f.box.w / 2 - cx) ** 2
-                   + (f.box.y + f.box.h / 2 - cy) ** 2)
-
-    def largest_face(self) -> FaceResult | None:
-        real = [face for face in self.faces if not face.fallback] or self.faces
-        return max(real, key=lambda face: face.box.area, default=None)
-
-
 @dataclass(frozen=True)
 class PipelineOptions:
     detector: str = "hog"
     detector_options: DetectorOptions = field(default_factory=DetectorOptions)
-    embedder: str = "facenet"
+    #: A name from :data:`faceid_tui.engine.embedders.EMBEDDERS`, or "auto" (the default).
+    embedder: str = AUTO
     embedder_options: EmbedderOptions = field(default_factory=EmbedderOptions)
     #: Processes for decode + detect + align on long runs: None = one per core, 0 = none.
     detect_workers: int | None = None
-
-
-class FaceFinder:
-    """Decode, detect and align one photo: everything before the embedder. The pipeline has
-    one; each worker process of :mod:`detect_pool` has its own."""
-
-    def __init__(self, models: ModelStore, detector: str, options: DetectorOptions,
-                 embedder: str = "facenet") -> None:
-        self.models = models
-        self.detector_name = detector
-        self.detector_options = options
-        entry = embedder_entry(embedder)
-        self.chip: ChipSpec = entry.chip
-        self._build_chip_stage = entry.chip_stage
-        self._chip_stage: ChipStage | None = None
-        self._detector: Detector | None = None
-        self._aligner: Aligner | None = None
-        self._load_lock = threading.Lock()
-
-    @property
-    def detector(self) -> Detector:
-        with self._load_lock:
-            if self._detector is None:
-                self._detector = create_detector(self.detector_name, self.detector_options,
-                                                 self.models)
-            return self._detector
-
-    @property
-    def aligner(self) -> Aligner:
-        with self._load_lock:
-            if self._aligner is None:
-                self._aligner = Aligner(self.models, self.chip)
-            return self._aligner
-
-    def find_faces(self, image: np.ndarray, *, fallback_center: bool = False) -> list[FaceResult]:
-        """Detect and align every face of one image (no embeddings yet), left to right."""
-        boxes = sorted(self.detector.detect(image), key=lambda box: (box.x, box.y))
-        faces = []
-        for box in boxes:
-            aligned = self.aligner.align(image, box)
-            faces.append(FaceResult(box=box, landmarks=aligned.landmarks, chip=aligned.chip))
-        if not faces and fallback_center:
-            chip, box = center_crop_chip(image, self.chip.size)
-            faces.append(FaceResult(box=box, chip=chip, fallback=True))
-        if faces and self._build_chip_stage is not None:
-            with self._load_lock:
-                if self._chip_stage is None:
-                    self._chip_stage = self._build_chip_stage(self.models)
-            features = self._chip_stage(np.stack([face.chip for face in faces]))
-            for face, vector in zip(faces, features, strict=True):
-                face.features = vector
-        return faces
-
-    def find(self, path: Path, fallback_center: bool, keep_image: bool) -> PhotoResult:
-        """One photo's faces, or its one-line error."""
-        result = PhotoResult(path)
-        try:
-            image = load_rgb(path)
-        except ImageDecodeError as exc:
-            result.error = str(exc)
-            return result
-        result.height, result.width = image.shape[:2]
-        try:
-            result.faces = self.find_faces(image, fallback_center=fallback_center)
-        except (RuntimeError, ValueError, MemoryError) as exc:
-            # dlib raises RuntimeError on images it cannot process; keep the queue moving.
-            result.error = f"face detection failed: {str(exc).splitlines()[0] if str(exc) else exc}"
-        if keep_image:
-            result.image = image
-        return result
 
 
 ProgressCallback = Callable[[PhotoResult], None]
@@ -208,12 +96,7 @@ class Pipeline:
         pending = [face for face in faces if face.chip is not None and face.embedding is None]
         if not pending:
             return
-        chips = np.stack([face.chip for face in pending])
-        if all(face.features is not None for face in pending):
-            features = np.stack([face.features for face in pending])
-            vectors = self.embedder.embed(chips, features=features)  # type: ignore[call-arg]
-        else:
-            vectors = self.embedder.embed(chips)
+        vectors = self.embedder.embed(np.stack([face.chip for face in pending]))
         for face, vector in zip(pending, vectors, strict=True):
             face.embedding = vector
 
@@ -270,8 +153,6 @@ class Pipeline:
     def _run_parallel(self, paths: Iterable[Path], workers: int, fallback_center: bool,
                       keep_images: bool, keep_chips: bool, chunk_size: int,
                       should_stop: Callable[[], bool] | None) -> Iterator[PhotoResult]:
-        from faceid_tui.engine.detect_pool import DetectPool
-
         _ = self.embedder  # load FaceNet while the workers start
         # Decoded images are large: keep fewer photos in flight when the caller wants them.
         window = chunk_size + 4 * workers if not keep_images else 2 * workers + 2
@@ -281,7 +162,7 @@ class Pipeline:
                 iter(paths), fallback_center=fallback_center, keep_images=keep_images,
                 window=window, should_stop=should_stop,
                 on_broken=lambda path: self.finder.find(path, fallback_center, keep_images))
-            yield from self._embedded_chunks(found, chunk_size,  # type: ignore[arg-type]
+            yield from self._embedded_chunks(found, chunk_size,
                                              keep_chips)
 
     def _embedded_chunks(self, found: Iterator[PhotoResult], chunk_size: int,
@@ -303,3 +184,6 @@ class Pipeline:
                 for face in result.faces:
                     face.chip = None
         return chunk
+
+
+__all__ = ["FaceFinder", "FaceResult", "PhotoResult", "Pipeline", "PipelineOptions"]

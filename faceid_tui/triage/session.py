@@ -110,9 +110,11 @@ class TriageSession:
             return self.ledger.queued()
 
     # -- processing -----------------------------------------------------------------------
-    def start(self) -> None:
-        """Load the bank (embedding photos added by hand) and the matcher. Slow: models load."""
-        self.bank.sync()
+    def start(self, progress: Callable[[int, int], None] | None = None) -> None:
+        """Load the bank (embedding photos added by hand, and every photo again after a change
+        of model) and the matcher. Slow: models load. ``progress(done, total)`` follows the
+        bank's embedding."""
+        self.bank.sync(progress=progress)
         remove_stale_temp_files(self.paths.out)  # left by a write that was killed
         with self._lock:
             self.ledger.requeue_other_models(self.pipeline.model_id)

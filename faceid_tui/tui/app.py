@@ -15,10 +15,12 @@ from textual.widgets import Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from faceid_tui.bank.journal import BankJournal
+from faceid_tui.engine.models import CASIA_WEBFACE
 from faceid_tui.triage.inbox import ArrivalTracker, InboxWatcher, existing_photos
 from faceid_tui.triage.session import TriageSession
 from faceid_tui.tui.bank_screen import BankScreen
 from faceid_tui.tui.messages import (
+    BankEmbedding,
     DecisionsChanged,
     ModelsLoading,
     ModelsReady,
@@ -96,10 +98,14 @@ class FaceIdApp(App[None]):
         worker = get_current_worker()
         self.post_message(ModelsLoading())
         self.session.pipeline.load()
-        self.session.start()
+        self.session.start(progress=lambda done, total: self.post_message(
+            BankEmbedding(done, total)))
         embedder = self.session.pipeline.embedder
-        self.post_message(ModelsReady(self.session.pipeline.models.active_weights().key,
-                                      embedder.device))
+        weights = self.session.pipeline.models.active_weights()
+        label = "FaceNet+dlib" if embedder.name == "facenet+dlib" else "FaceNet"
+        if weights is not CASIA_WEBFACE:  # the shipped weights go unsaid: 80 columns are few
+            label += f" {weights.key}"
+        self.post_message(ModelsReady(label, embedder.device))
         while not worker.is_cancelled:
             batch = self.session.queued()[:PROCESS_BATCH]
             if not batch:
@@ -115,8 +121,12 @@ class FaceIdApp(App[None]):
         self.model_state = "loading models…"
         self.update_status()
 
+    def on_bank_embedding(self, message: BankEmbedding) -> None:
+        self.model_state = f"embedding the bank {message.done}/{message.total}…"
+        self.update_status()
+
     def on_models_ready(self, message: ModelsReady) -> None:
-        self.model_state = f"FaceNet {message.embedder} · {message.device}"
+        self.model_state = f"{message.embedder} · {message.device}"
         self.refresh_screens()
 
     def on_queue_changed(self, _: QueueChanged) -> None:

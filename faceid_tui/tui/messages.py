@@ -13,7 +13,16 @@ class ModelsLoading(Message):
 
 
 @dataclass
+class BankEmbedding(Message):
+    """The bank's photos are being embedded (new ones, or all after a change of model)."""
+
+    done: int
+    total: int
+
+
+@dataclass
 class ModelsReady(Message):
+    #: What the status line shows: the networks and FaceNet's weights.
     embedder: str
     device: str
 
