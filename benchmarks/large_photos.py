@@ -40,8 +40,8 @@ from faceid_tui.engine.detection import (
     DEFAULT_MIN_FACE_SIZE,
     DetectedBox,
     DetectorOptions,
-    create_detector,
 )
+from faceid_tui.engine.detectors import create_detector
 from faceid_tui.engine.models import ModelStore
 
 REPO = Path(__file__).resolve().parents[1]

@@ -26,7 +26,7 @@ from faceid_tui.bank.matching import FaceMatch, matched_chunks
 from faceid_tui.bank.thresholds import DEFAULT_FPIR, ThresholdChoice, pair_threshold
 from faceid_tui.config import Settings, build_pipeline, open_bank, open_session
 from faceid_tui.engine.decode import is_image_name
-from faceid_tui.engine.detection import DETECTORS
+from faceid_tui.engine.detectors import DETECTORS
 from faceid_tui.engine.embedders import AUTO, EMBEDDER_CHOICES, embedder_entry
 from faceid_tui.engine.embedding import RUNTIMES, facenet_runtime
 from faceid_tui.engine.models import MODELS_ENV, ModelStore, default_models_dir
@@ -469,8 +469,8 @@ def cmd_embed(args: argparse.Namespace, settings: Settings) -> int:
 
 def _prepare_converted(store: ModelStore, settings: Settings, *, force: bool) -> list[str]:
     """Build now the converted networks the settings in force will run, so the first scan or
-    app start does not wait for them: FaceNet exported for onnxruntime (about 12 s) and dlib's
-    ResNet converted from its .dat (about 11 s)."""
+    app start does not wait for them: FaceNet exported for onnxruntime (about 12 s), dlib's
+    ResNet (about 11 s) and its CNN detector (under a second) converted from their .dat."""
     options = settings.pipeline_options()
     if facenet_runtime(options.embedder_options) != "onnx":
         return []
@@ -492,6 +492,16 @@ def _prepare_converted(store: ModelStore, settings: Settings, *, force: bool) ->
                                "onnxruntime)")
         except FaceIdError as exc:
             actions.append(f"dlib's ResNet not converted: {exc}")
+    if "cnn" in options.detector.split("+"):
+        from faceid_tui.engine.dlib_mmod import prepare_mmod_onnx
+
+        try:
+            path, built = prepare_mmod_onnx(store, force=force)
+            if built:
+                actions.append(f"converted {path.name} from dlib's .dat (dlib's CNN detector "
+                               "on onnxruntime)")
+        except FaceIdError as exc:
+            actions.append(f"dlib's CNN detector not converted: {exc}")
     return actions
 
 

@@ -62,8 +62,10 @@ class Settings:
         return PipelineOptions(
             detector=self.detector_name,
             embedder=self.embedder_name,
+            # The CNN follows --device (CUDA where asked or found); HOG is CPU-only.
             detector_options=DetectorOptions(upsample=self.upsample,
-                                             min_face_size=self.min_face_size),
+                                             min_face_size=self.min_face_size,
+                                             device=self.device),
             embedder_options=EmbedderOptions(device=self.device, batch_size=self.batch_size,
                                              threads=self.threads, runtime=self.runtime),
         )

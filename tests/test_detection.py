@@ -12,14 +12,12 @@ import pytest
 from faceid_tui.engine.alignment import CHIP_SIZE
 from faceid_tui.engine.decode import load_rgb
 from faceid_tui.engine.detection import (
-    DETECTORS,
     DetectedBox,
     Detector,
     DetectorOptions,
     HogDetector,
-    RetryDetector,
-    create_detector,
 )
+from faceid_tui.engine.detectors import DETECTORS, RetryDetector, create_detector
 from faceid_tui.engine.models import ModelStore
 from faceid_tui.engine.pipeline import FaceFinder, Pipeline
 

@@ -22,12 +22,11 @@ from faceid_tui.engine.decode import load_rgb
 from faceid_tui.engine.detection import (
     DEFAULT_MIN_FACE_SIZE,
     MAX_AUTO_SCALE,
-    RETRY_MAX_SEARCH_PIXELS,
     SMALLEST_FACE_AT_SCALE_1,
     DetectedBox,
     DetectorOptions,
-    create_detector,
 )
+from faceid_tui.engine.detectors import RETRY_MAX_SEARCH_PIXELS, create_detector
 from faceid_tui.engine.models import ModelStore
 from faceid_tui.engine.pipeline import Pipeline
 

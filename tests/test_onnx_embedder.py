@@ -20,6 +20,7 @@ import pytest
 
 from faceid_tui.engine import embedding, onnx_embedder
 from faceid_tui.engine.decode import load_rgb
+from faceid_tui.engine.dlib_mmod import mmod_onnx_path
 from faceid_tui.engine.dlib_resnet import resnet_onnx_path
 from faceid_tui.engine.embedders import EMBEDDERS, create_embedder
 from faceid_tui.engine.embedding import (
@@ -292,9 +293,13 @@ def test_faceid_models_exports_the_cpu_runtime_once(tmp_path: Path, models_dir: 
     assert models("--runtime", "torch") == []
     assert not onnx_path(store, "fp32").exists()
     assert not resnet_onnx_path(store).exists()
-    exported, converted = models()
-    assert onnx_path(store, "fp32").name in exported
-    assert resnet_onnx_path(store).name in converted and "dlib" in converted
+    built = models()  # FaceNet exported; dlib's ResNet and CNN detector converted
+    assert sorted(path.name for path in (onnx_path(store, "fp32"), resnet_onnx_path(store),
+                                         mmod_onnx_path(store))
+                  if any(path.name in action for action in built)) == sorted(
+        [onnx_path(store, "fp32").name, resnet_onnx_path(store).name,
+         mmod_onnx_path(store).name])
+    assert len(built) == 3
     assert json.loads(record_path(onnx_path(store, "fp32")).read_text())["sha256"] == \
         onnx_embedder.sha256_file(onnx_path(store, "fp32"))
     assert models() == []  # current: reused, not exported again

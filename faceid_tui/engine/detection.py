@@ -1,10 +1,16 @@
-"""Face detectors behind one small protocol, found by name in a registry.
+"""Face detectors behind one small protocol: what a detector returns, the scale a photo is
+searched at, and dlib's HOG (and dlib-bin's CNN, the tests' reference). The registry that
+knows every detector by name is :mod:`detectors`.
 
 * ``hog`` — dlib's HOG + linear SVM frontal detector (default; fast on the CPU).
-* ``cnn`` — dlib's CNN (MMOD) detector (more robust to pose, slow without CUDA).
+* ``cnn`` — dlib's CNN (MMOD) detector (more robust to pose), converted from its ``.dat`` to
+  ONNX Runtime on the CPU and torch on CUDA (:mod:`dlib_mmod`, ``MmodDetector``): dlib-bin's
+  boxes and confidences, 12–18× faster on one thread (0.25 s for a 640×480 photo instead of
+  3.0 s; benchmarks/mmod_speed.py). dlib-bin's own :class:`CnnDetector` stays as the reference
+  the tests compare it with; it is not registered.
 * ``hog+cnn`` — HOG, then the CNN on the photos where HOG found no face: HOG's speed on the
   photos it handles, and a face for most of those it misses (turned heads, hard light), for
-  2–3 core-seconds each (:data:`RETRY_MAX_SEARCH_PIXELS`). On LFW, HOG finds no face in 40 of
+  0.2–0.35 core-seconds each (:data:`RETRY_MAX_SEARCH_PIXELS`). On LFW, HOG finds no face in 40 of
   7,701 images and the CNN finds one in each: the accurate mode's 10-fold accuracy goes from
   0.9880 to 0.9917 (``faceid eval lfw ../shared/lfw --embedder facenet+dlib [--detector
   hog]``; README, Accuracy).
@@ -13,7 +19,7 @@ Every detector returns :class:`DetectedBox` objects in ``(x, y, w, h)`` pixels o
 was given, clipped to the image; landmarks are found afterwards by :mod:`alignment`, on that
 same full-resolution image.
 
-**Detection scale.** Both dlib detectors find faces of about :data:`SMALLEST_FACE_AT_SCALE_1`
+**Detection scale.** Both detectors find faces of about :data:`SMALLEST_FACE_AT_SCALE_1`
 pixels and up in the image they search. So, unless an explicit ``upsample`` count is given, the
 photo is searched on a copy resized by ``s = SMALLEST_FACE_AT_SCALE_1 / min_face_size``
 (capped at :data:`MAX_AUTO_SCALE`): a 40-px minimum magnifies twice, an 80-px minimum searches
@@ -30,8 +36,7 @@ fourteenth of the photo's height is still a face in a crowd; smaller ones need `
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol
 
 import cv2
@@ -93,6 +98,14 @@ class DetectorOptions:
     #: When set, an automatic search never looks at more pixels than this: the photo is
     #: shrunk further, and faces below the size that then remains findable are not looked for.
     max_search_pixels: int | None = None
+    #: Where the CNN runs: "cpu" (ONNX Runtime), "cuda" (torch), or "auto" (CUDA where a GPU
+    #: driver and torch's CUDA are there). CPU by default: the detect pool runs one detector
+    #: per core, and each would hold its own CUDA context.
+    device: str = "cpu"
+    #: ONNX Runtime threads of the CNN. A second thread makes one photo 1.4–1.8× faster for
+    #: the same CPU time (benchmarks/mmod_speed.py, 2 cores), but on long runs the detect
+    #: pool already runs one detector per core, so one is the default.
+    threads: int = 1
 
     def min_face_for(self, image: np.ndarray | None = None) -> int:
         """The smallest face (px) looked for in ``image``."""
@@ -129,7 +142,7 @@ class _SearchPlan:
     back_y: float = 1.0
 
 
-def _plan_search(image: np.ndarray, options: DetectorOptions) -> _SearchPlan:
+def plan_search(image: np.ndarray, options: DetectorOptions) -> _SearchPlan:
     if options.upsample is not None:
         return _SearchPlan(image, options.upsample)
     scale = options.scale(image)
@@ -147,7 +160,7 @@ def _plan_search(image: np.ndarray, options: DetectorOptions) -> _SearchPlan:
     return _SearchPlan(copy, 0, width / size[0], height / size[1])
 
 
-def _to_photo_box(plan: _SearchPlan, left: int, top: int, right: int, bottom: int,
+def to_photo_box(plan: _SearchPlan, left: int, top: int, right: int, bottom: int,
                   score: float, image: np.ndarray, min_face_size: int) -> DetectedBox | None:
     """Map a dlib rectangle (inclusive corners, in the searched copy) to a clipped box of the
     photo; None when it falls outside or is smaller than ``min_face_size``."""
@@ -176,11 +189,11 @@ class HogDetector:
         # RGB, not grayscale: a gray copy is searched ~1.3x faster, but HOG then scores faces
         # differently (on the development photos one portrait lost its face, one gained a
         # false one).
-        plan = _plan_search(image, self.options)
+        plan = plan_search(image, self.options)
         rects, scores, _ = self._detector.run(plan.image, plan.upsample, 0.0)
         boxes = []
         for rect, score in zip(rects, scores, strict=True):
-            box = _to_photo_box(plan, rect.left(), rect.top(), rect.right(), rect.bottom(),
+            box = to_photo_box(plan, rect.left(), rect.top(), rect.right(), rect.bottom(),
                                 score, image, self.options.min_face_for(image))
             if box:
                 boxes.append(box)
@@ -188,9 +201,11 @@ class HogDetector:
 
 
 class CnnDetector:
-    """dlib's MMOD CNN detector (``mmod_human_face_detector.dat``)."""
+    """dlib-bin's own MMOD CNN detector (``mmod_human_face_detector.dat``): the reference the
+    converted ``cnn`` detector (:class:`dlib_mmod.MmodDetector`) is tested against
+    (tests/test_dlib_mmod.py). Not registered: it finds the same boxes 12–18× slower."""
 
-    name = "cnn"
+    name = "cnn-dlib"
 
     def __init__(self, options: DetectorOptions, models: ModelStore) -> None:
         import dlib
@@ -199,54 +214,13 @@ class CnnDetector:
         self._detector = dlib.cnn_face_detection_model_v1(str(models.verified_path(MMOD_DETECTOR)))
 
     def detect(self, image: np.ndarray) -> list[DetectedBox]:
-        plan = _plan_search(image, self.options)
+        plan = plan_search(image, self.options)
         boxes = []
         for detection in self._detector(plan.image, plan.upsample):
             rect = detection.rect
-            box = _to_photo_box(plan, rect.left(), rect.top(), rect.right(), rect.bottom(),
+            box = to_photo_box(plan, rect.left(), rect.top(), rect.right(), rect.bottom(),
                                 detection.confidence, image,
                                 self.options.min_face_for(image))
             if box:
                 boxes.append(box)
         return boxes
-
-
-#: The most pixels the CNN searches when it retries a photo HOG found no face in. MMOD's cost
-#: grows with the pixels searched: 1.9 s for a 250×250 photo searched at twice its size
-#: (0.25 Mpx), 12 s for a 1080p photo at its own size, 3.0 s with this cap (half size: faces
-#: from about 165 px); measured on the faceless photos of ../shared/faces, one core. HOG's
-#: misses are mostly turned heads in portraits, and a faceless photo, the usual case for a
-#: retry, then costs seconds rather than tens of them.
-RETRY_MAX_SEARCH_PIXELS = 500_000
-
-
-class RetryDetector:
-    """One detector, then another on the photos where the first found nothing."""
-
-    def __init__(self, first: Detector, retry: Detector) -> None:
-        self.name = f"{first.name}+{retry.name}"
-        self.first = first
-        self.retry = retry
-
-    def detect(self, image: np.ndarray) -> list[DetectedBox]:
-        return self.first.detect(image) or self.retry.detect(image)
-
-
-DetectorFactory = Callable[[DetectorOptions, ModelStore], Detector]
-
-DETECTORS: dict[str, DetectorFactory] = {
-    "hog": lambda options, _models: HogDetector(options),
-    "cnn": lambda options, models: CnnDetector(options, models),
-    "hog+cnn": lambda options, models: RetryDetector(
-        HogDetector(options), CnnDetector(
-            replace(options, max_search_pixels=RETRY_MAX_SEARCH_PIXELS), models)),
-}
-
-
-def create_detector(name: str, options: DetectorOptions, models: ModelStore) -> Detector:
-    """Build the detector registered under ``name`` (``hog``, ``cnn`` or ``hog+cnn``)."""
-    try:
-        factory = DETECTORS[name]
-    except KeyError:
-        raise ValueError(f"unknown detector {name!r}; choose one of {sorted(DETECTORS)}") from None
-    return factory(options, models)

@@ -14,7 +14,8 @@ import numpy as np
 
 from faceid_tui.engine.alignment import Aligner, ChipSpec, center_crop_chip
 from faceid_tui.engine.decode import load_rgb
-from faceid_tui.engine.detection import DetectedBox, Detector, DetectorOptions, create_detector
+from faceid_tui.engine.detection import DetectedBox, Detector, DetectorOptions
+from faceid_tui.engine.detectors import create_detector
 from faceid_tui.engine.embedders import AUTO, embedder_entry
 from faceid_tui.engine.models import ModelStore
 from faceid_tui.errors import ImageDecodeError
