@@ -484,24 +484,21 @@ def _prepare_converted(store: ModelStore, settings: Settings, *, force: bool) ->
             actions.append(f"exported {path.name} for onnxruntime (FaceNet's CPU runtime)")
     except FaceIdError as exc:  # reported with the weights' own status below
         actions.append(f"FaceNet not exported for onnxruntime: {exc}")
-    if options.embedder == "facenet+dlib":
-        try:
-            path, built = prepare_resnet_onnx(store, force=force)
-            if built:
-                actions.append(f"converted {path.name} from dlib's .dat (dlib's ResNet on "
-                               "onnxruntime)")
-        except FaceIdError as exc:
-            actions.append(f"dlib's ResNet not converted: {exc}")
-    if "cnn" in options.detector.split("+"):
-        from faceid_tui.engine.dlib_mmod import prepare_mmod_onnx
+    from faceid_tui.engine.dlib_mmod import prepare_mmod_onnx
 
+    dlib_networks = ((options.embedder == "facenet+dlib", prepare_resnet_onnx, "ResNet"),
+                     ("cnn" in options.detector.split("+"), prepare_mmod_onnx, "CNN detector"))
+    for needed, prepare, network in dlib_networks:
+        if not needed:
+            continue
         try:
-            path, built = prepare_mmod_onnx(store, force=force)
-            if built:
-                actions.append(f"converted {path.name} from dlib's .dat (dlib's CNN detector "
-                               "on onnxruntime)")
+            path, built = prepare(store, force=force)
         except FaceIdError as exc:
-            actions.append(f"dlib's CNN detector not converted: {exc}")
+            actions.append(f"dlib's {network} not converted: {exc}")
+            continue
+        if built:
+            actions.append(f"converted {path.name} from dlib's .dat (dlib's {network} on "
+                           "onnxruntime)")
     return actions
 
 

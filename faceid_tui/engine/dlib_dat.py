@@ -26,11 +26,18 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+
+from faceid_tui.errors import ModelError
+
+SpecT = TypeVar("SpecT")
+#: What restores a damaged or foreign dlib file in the model folder.
+FORCE_HINT = "run `faceid models --force` to copy it again from face-recognition-models"
 
 
 class DlibFormatError(ValueError):
@@ -396,6 +403,18 @@ def read_network_file(path: Path) -> Network:
         return read_network(Path(path).read_bytes())
     except DlibFormatError as exc:
         raise DlibFormatError(f"{path}: {exc}") from None
+
+
+def load_checked(path: Path, to_spec: Callable[[Network], SpecT]) -> SpecT:
+    """``to_spec`` of the network in ``path``; a damaged, foreign or unreadable file raises
+    :class:`ModelError`: one line naming the file and the command that restores it."""
+    try:
+        return to_spec(read_network_file(path))
+    except DlibFormatError as exc:
+        message = " ".join(str(exc).removeprefix(f"{path}: ").split())
+        raise ModelError(f"{path}: {message}; {FORCE_HINT}") from None
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot be read ({exc.strerror}); {FORCE_HINT}") from None
 
 
 def pack_integer(value: int) -> bytes:

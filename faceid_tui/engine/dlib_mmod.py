@@ -50,10 +50,9 @@ from typing import Any
 import numpy as np
 
 from faceid_tui.engine.detection import DetectedBox, DetectorOptions, plan_search, to_photo_box
-from faceid_tui.engine.dlib_dat import DlibFormatError, Layer, Network, read_network_file
+from faceid_tui.engine.dlib_dat import DlibFormatError, Layer, Network, load_checked
 from faceid_tui.engine.model_records import is_current, write_model
 from faceid_tui.engine.models import MMOD_DETECTOR, ModelStore
-from faceid_tui.errors import ModelError
 from faceid_tui.fsutil import sha256_file
 
 INPUT_NAME = "pyramid"
@@ -71,7 +70,6 @@ EXPORT_SETTINGS: dict[str, Any] = {
     "output": f"{OUTPUT_NAME}: batch×1×rows×cols float32 window scores (stride 8)",
     "affine": "folded into the convolutions (float64, stored float32)",
 }
-FORCE_HINT = "run `faceid models --force` to copy it again from face-recognition-models"
 
 #: The binding's network, input first: (filters, kernel, stride, padding, followed by
 #: affine + relu). dlib's ``con`` pads a stride-1 layer by half its kernel, a strided one not.
@@ -250,13 +248,7 @@ def mmod_spec(network: Network) -> MmodSpec:
 def load_spec(path: Path) -> MmodSpec:
     """The spec of the ``.dat`` at ``path``; a damaged or foreign file raises
     :class:`ModelError`, one line naming the file and the command that restores it."""
-    try:
-        return mmod_spec(read_network_file(path))
-    except DlibFormatError as exc:
-        message = " ".join(str(exc).removeprefix(f"{path}: ").split())
-        raise ModelError(f"{path}: {message}; {FORCE_HINT}") from None
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot be read ({exc.strerror}); {FORCE_HINT}") from None
+    return load_checked(path, mmod_spec)
 
 
 def onnx_model(spec: MmodSpec) -> bytes:

@@ -28,10 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from faceid_tui.engine.dlib_dat import DlibFormatError, Layer, Network, read_network_file
+from faceid_tui.engine.dlib_dat import DlibFormatError, Layer, Network, load_checked
 from faceid_tui.engine.model_records import is_current, write_model
 from faceid_tui.engine.models import DLIB_RESNET, ModelStore
-from faceid_tui.errors import ModelError
 from faceid_tui.fsutil import sha256_file
 
 INPUT_SIZE = 150
@@ -50,7 +49,6 @@ EXPORT_SETTINGS: dict[str, Any] = {
     "output": f"{OUTPUT_NAME}: batch×{DESCRIPTOR_SIZE} float32 (not normalised)",
     "affine": "folded into the convolutions",
 }
-FORCE_HINT = "run `faceid models --force` to copy it again from face-recognition-models"
 
 
 @dataclass(frozen=True)
@@ -172,13 +170,7 @@ def resnet_spec(network: Network) -> ResNetSpec:
 def load_spec(path: Path) -> ResNetSpec:
     """The spec of the ``.dat`` at ``path``; a damaged or foreign file raises
     :class:`ModelError` naming the file and the command that restores it."""
-    try:
-        return resnet_spec(read_network_file(path))
-    except DlibFormatError as exc:
-        message = str(exc).removeprefix(f"{path}: ")
-        raise ModelError(f"{path}: {message}; {FORCE_HINT}") from None
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot be read ({exc.strerror}); {FORCE_HINT}") from None
+    return load_checked(path, resnet_spec)
 
 
 def network_input(chips: np.ndarray) -> np.ndarray:
@@ -251,20 +243,10 @@ def torch_module(spec: ResNetSpec):  # -> torch.nn.Module; torch is imported onl
 
 def export_onnx(spec: ResNetSpec) -> bytes:
     """The torch module of ``spec`` as serialised ONNX, batch axis dynamic."""
-    import torch
+    from faceid_tui.engine.onnx_session import export_dynamic_batch
 
-    module = torch_module(spec)
-    example = torch.zeros(2, 3, INPUT_SIZE, INPUT_SIZE)
-    batch = torch.export.Dim("batch", min=1, max=65536)
-    with torch.inference_mode():
-        program = torch.onnx.export(
-            module, (example,), dynamo=True, opset_version=OPSET,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_shapes=({0: batch},), external_data=False, verbose=False,
-        )
-    if program is None:  # pragma: no cover - only the legacy exporter returns None
-        raise ModelError("torch.onnx.export returned no program")
-    return program.model_proto.SerializeToString()
+    return export_dynamic_batch(torch_module(spec), (2, 3, INPUT_SIZE, INPUT_SIZE),
+                                INPUT_NAME, OUTPUT_NAME, OPSET)
 
 
 def resnet_onnx_path(models: ModelStore) -> Path:

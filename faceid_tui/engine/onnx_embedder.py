@@ -30,7 +30,7 @@ from faceid_tui.engine.alignment import CHIP_SIZE, standardise
 from faceid_tui.engine.embedding import EmbedderOptions, available_cores, facenet_model_id
 from faceid_tui.engine.model_records import is_current, record_path, write_model
 from faceid_tui.engine.models import ModelStore
-from faceid_tui.engine.onnx_session import session_options
+from faceid_tui.engine.onnx_session import export_dynamic_batch, session_options
 from faceid_tui.errors import ModelError
 from faceid_tui.fsutil import sha256_bytes, sha256_file
 
@@ -106,20 +106,8 @@ def torch_network(weights_path: Path):  # -> InceptionResnetV1, kept untyped for
 
 def export_fp32(weights_path: Path) -> bytes:
     """The torch network of ``weights_path`` as serialised ONNX, batch axis dynamic."""
-    import torch
-
-    network = torch_network(weights_path)
-    example = torch.zeros(2, 3, CHIP_SIZE, CHIP_SIZE)
-    batch = torch.export.Dim("batch", min=1, max=65536)
-    with torch.inference_mode():
-        program = torch.onnx.export(
-            network, (example,), dynamo=True, opset_version=OPSET,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_shapes=({0: batch},), external_data=False, verbose=False,
-        )
-    if program is None:  # pragma: no cover - only the legacy exporter returns None
-        raise ModelError("torch.onnx.export returned no program")
-    return program.model_proto.SerializeToString()
+    return export_dynamic_batch(torch_network(weights_path), (2, 3, CHIP_SIZE, CHIP_SIZE),
+                                INPUT_NAME, OUTPUT_NAME, OPSET)
 
 
 def quantize_int8(fp32_path: Path, chips: np.ndarray) -> bytes:
