@@ -26,7 +26,7 @@ from faceid_tui.bank.matching import FaceMatch, matched_chunks
 from faceid_tui.bank.thresholds import DEFAULT_FPIR, ThresholdChoice, pair_threshold
 from faceid_tui.config import Settings, build_pipeline, open_bank, open_session
 from faceid_tui.engine.decode import is_image_name
-from faceid_tui.engine.detectors import DETECTORS
+from faceid_tui.engine.detectors import CNN_DETECTORS, DETECTORS
 from faceid_tui.engine.embedders import AUTO, EMBEDDER_CHOICES, embedder_entry
 from faceid_tui.engine.embedding import RUNTIMES, facenet_runtime
 from faceid_tui.engine.models import MODELS_ENV, ModelStore, default_models_dir
@@ -61,10 +61,11 @@ def _engine_options(*, suppress: bool) -> argparse.ArgumentParser:
                             "face_models/, else a per-user cache; `faceid models` says which)")
     group.add_argument("--detector", choices=["auto", *sorted(DETECTORS)],
                        default=default("auto"),
-                       help="face detector: hog (dlib HOG, fast), cnn (dlib CNN/MMOD, slow "
-                            "on the CPU), hog+cnn (the CNN only on photos where HOG finds "
-                            "no face); auto (default): hog+cnn with the default embedder "
-                            "facenet+dlib, else hog")
+                       help="face detector: hog (dlib HOG, fast: portraits), cnn (dlib's "
+                            "CNN/MMOD), hog+cnn (the CNN only on photos where HOG finds no "
+                            "face), hog,cnn (HOG alone on portraits; on other photos HOG for "
+                            "faces from 18 px plus the CNN: group photos); auto (default): "
+                            "hog,cnn with the default embedder facenet+dlib, else hog")
     group.add_argument("--embedder", choices=list(EMBEDDER_CHOICES), default=default(AUTO),
                        help="auto (default) = facenet+dlib: FaceNet fused with dlib's ResNet "
                             "descriptor (the accurate mode); facenet: FaceNet alone (fast); "
@@ -199,6 +200,37 @@ def build_parser() -> argparse.ArgumentParser:
     lfw.add_argument("--json", action="store_true")
     lfw.add_argument("--plot", type=Path, metavar="FILE.png",
                      help="also draw the ROC curve and the score histograms")
+    ident = eval_commands.add_parser(
+        "identification", parents=[common],
+        help="open-set identification on LFW: rank-1, TPIR at FPIR, the tiers in force")
+    ident.add_argument("lfw_dir", type=Path, metavar="DIR",
+                       help="LFW-style folder: images/<Name>/<file> (or <Name>/ directly)")
+    ident.add_argument("--shots", type=int, default=1, metavar="K",
+                       help="gallery images per enrolled person (default: 1)")
+    ident.add_argument("--strangers", type=int, default=1000, metavar="N",
+                       help="people with fewer images searched as strangers, one image "
+                            "each (default: 1000)")
+    ident.add_argument("--min-images", type=int, default=5, metavar="N",
+                       help="people with at least N images are enrolled (default: 5)")
+    ident.add_argument("--seed", type=int, default=0, help="seed of the split (default: 0)")
+    ident.add_argument("--limit", type=int, metavar="N",
+                       help="enrol only N people (drawn with the seed), for a quick run")
+    ident.add_argument("--embeddings", type=Path, metavar="FILE.npz",
+                       help="cache of the image vectors, reused when model and detector "
+                            "match; without --limit every image is embedded into it")
+    ident.add_argument("--json", action="store_true", help="one JSON object")
+    ident.add_argument("--plot", type=Path, metavar="FILE.png",
+                       help="also draw the DET curve (FNIR against FPIR)")
+    groups = eval_commands.add_parser(
+        "groups", parents=[common],
+        help="annotated group photos: detection recall, who is named how")
+    groups.add_argument("faces_csv", type=Path, metavar="FACES_CSV",
+                        help="path,face_id,x,y,w,h,identity,... (identity unknown: a stranger)")
+    groups.add_argument("gallery_csv", type=Path, metavar="GALLERY_CSV", nargs="?",
+                        help="identity,path,source; an empty path is an open-set person")
+    groups.add_argument("--gallery-dir", type=Path, metavar="DIR",
+                        help="gallery as Name/photo.jpg folders instead of GALLERY_CSV")
+    groups.add_argument("--json", action="store_true", help="one JSON object")
     return parser
 
 
@@ -310,7 +342,8 @@ def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
             chunk = 8 if annotate else DEFAULT_CHUNK
             for result, embedded, matches in matched_chunks(
                     pipeline.run(photos, keep_images=annotate, chunk_size=chunk), matcher, chunk):
-                record = photo_record(result, pipeline.model_id, threshold, matches)
+                record = photo_record(result, pipeline.model_id, threshold, matches,
+                                      matcher.likely_threshold)
                 if result.error:
                     failed += 1
                 elif args.annotate is not None and result.image is not None:
@@ -327,15 +360,16 @@ def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
         if not args.json:
             stdout.print(table)
             stdout.print(f"[dim]{len(photos)} photo(s), {failed} failed · model "
-                         f"{pipeline.model_id} · threshold {threshold.value:.3f} "
-                         f"({escape(threshold.source)}: {escape(threshold.detail)})[/dim]")
+                         f"{pipeline.model_id} · known threshold {threshold.value:.3f} "
+                         f"({escape(threshold.source)}: {escape(threshold.detail)}) · likely "
+                         f"threshold {matcher.likely_threshold:.3f}[/dim]")
         return EXIT_FILE_FAILED if failed else EXIT_OK
     finally:
         bank.close()
 
 
 def photo_record(result: PhotoResult, model_id: str, threshold: ThresholdChoice,
-                 matches: list[FaceMatch]) -> dict[str, object]:
+                 matches: list[FaceMatch], likely_threshold: float) -> dict[str, object]:
     embedded = [face for face in result.faces if face.embedding is not None]
     return {
         "path": str(result.path),
@@ -344,6 +378,7 @@ def photo_record(result: PhotoResult, model_id: str, threshold: ThresholdChoice,
         "model": model_id,
         "threshold": round(threshold.value, 4),
         "threshold_source": threshold.source,
+        "likely_threshold": round(likely_threshold, 4),
         "error": result.error,
         "faces": [face_record(face, match) for face, match in zip(embedded, matches,
                                                                    strict=True)],
@@ -487,7 +522,7 @@ def _prepare_converted(store: ModelStore, settings: Settings, *, force: bool) ->
     from faceid_tui.engine.dlib_mmod import prepare_mmod_onnx
 
     dlib_networks = ((options.embedder == "facenet+dlib", prepare_resnet_onnx, "ResNet"),
-                     ("cnn" in options.detector.split("+"), prepare_mmod_onnx, "CNN detector"))
+                     (options.detector in CNN_DETECTORS, prepare_mmod_onnx, "CNN detector"))
     for needed, prepare, network in dlib_networks:
         if not needed:
             continue
@@ -542,6 +577,10 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     if args.eval_command == "lfw":
         return cmd_eval_lfw(args, settings)
+    if args.eval_command == "identification":
+        return cmd_eval_identification(args, settings)
+    if args.eval_command == "groups":
+        return cmd_eval_groups(args, settings)
     from faceid_tui.engine.evaluation import evaluate_pairs
 
     if not args.csv.is_file():
@@ -611,6 +650,145 @@ def cmd_eval_lfw(args: argparse.Namespace, settings: Settings) -> int:
             stdout.print(f"plot written to {escape(str(args.plot))}")
         for path, error in result.errors.items():
             stderr.print(f"[red]{escape(path)}: {escape(error)}[/red]")
+    return EXIT_FILE_FAILED if result.errors else EXIT_OK
+
+
+def _eval_share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+def cmd_eval_identification(args: argparse.Namespace, settings: Settings) -> int:
+    from faceid_tui.bank.open_set_eval import evaluate_identification, write_det_plot
+
+    if not args.lfw_dir.is_dir():
+        raise UsageError(f"{args.lfw_dir} is not a folder; give the LFW folder")
+    for option, value, low in (("--shots", args.shots, 1), ("--strangers", args.strangers, 0),
+                               ("--min-images", args.min_images, 2),
+                               ("--limit", args.limit or 1, 1)):
+        if value < low:
+            raise UsageError(f"{option} must be {low} or more")
+    pipeline = build_pipeline(settings)
+    # The bar counts every image asked for; with a warm cache it ends early and vanishes.
+    total = sum(1 for _ in args.lfw_dir.glob("**/*.jpg")) if args.embeddings else 0
+    with progress_bar(total, "embedding LFW", enabled=not args.json) as advance:
+        result = evaluate_identification(
+            pipeline, args.lfw_dir, shots=args.shots, strangers=args.strangers,
+            seed=args.seed, limit=args.limit, min_images=args.min_images,
+            cache_path=args.embeddings, fpir=settings.fpir, threshold=settings.threshold,
+            ambiguous_margin=settings.ambiguous_margin, on_photo=advance)
+    if args.plot is not None and result.probes and result.strangers:
+        write_det_plot(args.plot, result,
+                       f"{result.people_enrolled} people, {result.shots}-shot, "
+                       f"{result.strangers} strangers\n{pipeline.model_id}")
+    if args.json:
+        print_json(result.as_dict())
+        return EXIT_FILE_FAILED if result.errors else EXIT_OK
+    for note in result.cache_notes:
+        stderr.print(f"[dim]{escape(note)}[/dim]")
+    known, likely = result.thresholds.known, result.thresholds.likely
+    stdout.print(f"open-set identification · {escape(str(args.lfw_dir))} · {result.model} · "
+                 f"detector {result.detector} · {result.seconds:.0f} s")
+    stdout.print(f"gallery: {result.people_enrolled} people with ≥ {result.min_images} "
+                 f"images, {result.shots}-shot ({result.gallery_samples} samples), seed "
+                 f"{result.seed}; probes: {result.probes}; strangers: {result.strangers} "
+                 f"(one image each, of {result.stranger_people_available} people with fewer)")
+    stdout.print(f"images used: {result.images_used}, no face detected (centre "
+                 f"crop used): {result.no_face_center_crop}")
+    stdout.print(f"[bold]rank-1: {_eval_share(result.rank1)}[/bold]")
+    for point in result.operating_points:
+        stdout.print(f"TPIR at FPIR {point.fpir_target:.1%}: {_eval_share(point.tpir)} "
+                     f"(threshold {point.threshold:.3f}, measured FPIR "
+                     f"{_eval_share(point.fpir)}, {point.strangers_passing} stranger(s) "
+                     "above)")
+    stdout.print(f"thresholds in force: known {known.value:.3f} ({escape(known.source)}: "
+                 f"{escape(known.detail)}); likely {likely.value:.3f} "
+                 f"({escape(likely.source)}: {escape(likely.detail)})")
+    stdout.print(f"strangers given known (FPIR of known): {_eval_share(result.strangers_known)}"
+                 f" · strangers shown a name (any tier): {_eval_share(result.strangers_named)}")
+    stdout.print(f"probes known and right (TPIR of known): "
+                 f"{_eval_share(result.probes_known_right)} · known but wrong: "
+                 f"{_eval_share(result.probes_known_wrong)} · true name shown (any tier): "
+                 f"{_eval_share(result.probes_shown_right)}")
+    stdout.print("probe statuses: " + ", ".join(
+        f"{tier} {count}" for tier, count in result.probe_statuses.items()))
+    stdout.print("stranger statuses: " + ", ".join(
+        f"{tier} {count}" for tier, count in result.stranger_statuses.items()))
+    if args.plot is not None:
+        stdout.print(f"plot written to {escape(str(args.plot))}")
+    for path, error in result.errors.items():
+        stderr.print(f"[red]{escape(path)}: {escape(error)}[/red]")
+    return EXIT_FILE_FAILED if result.errors else EXIT_OK
+
+
+def cmd_eval_groups(args: argparse.Namespace, settings: Settings) -> int:
+    from faceid_tui.bank.open_set_eval import (
+        evaluate_groups,
+        read_gallery_csv,
+        read_gallery_dir,
+    )
+
+    if not args.faces_csv.is_file():
+        raise UsageError(f"{args.faces_csv} does not exist; give a faces.csv")
+    if (args.gallery_csv is None) == (args.gallery_dir is None):
+        raise UsageError("give either GALLERY_CSV or --gallery-dir DIR")
+    if args.gallery_csv is not None:
+        if not args.gallery_csv.is_file():
+            raise UsageError(f"{args.gallery_csv} does not exist")
+        gallery, _open_set = read_gallery_csv(args.gallery_csv)
+    else:
+        if not args.gallery_dir.is_dir():
+            raise UsageError(f"{args.gallery_dir} is not a folder of Name/photo files")
+        gallery = read_gallery_dir(args.gallery_dir)
+    if not gallery:
+        raise UsageError("the gallery has no photos")
+    pipeline = build_pipeline(settings)
+    result = evaluate_groups(pipeline, args.faces_csv, gallery, fpir=settings.fpir,
+                             threshold=settings.threshold,
+                             ambiguous_margin=settings.ambiguous_margin)
+    if args.json:
+        print_json(result.as_dict())
+        return EXIT_FILE_FAILED if result.errors else EXIT_OK
+    summary = result.summary()
+    for photo in result.photos:
+        found = sum(face.detected is not None for face in photo.faces)
+        stdout.print(f"[bold]{escape(photo.path)}[/bold]: {found}/{len(photo.faces)} found, "
+                     f"{len(photo.unmatched)} other box(es)"
+                     + (f" [red]{escape(photo.error)}[/red]" if photo.error else ""))
+        for face in photo.faces:
+            truth = face.face.identity + ("" if face.enrolled else " (stranger)")
+            if face.detected is None:
+                stdout.print(f"  {escape(truth)}: not found")
+                continue
+            seen = face.detected
+            verdict = ("right" if face.shown_right else
+                       "wrong" if seen.status != "unknown" and face.enrolled else
+                       "named" if seen.status != "unknown" else "unnamed")
+            stdout.print(f"  {escape(truth)} → {escape(seen.name or '-')} ({seen.status}, "
+                         f"{seen.score if seen.score is None else round(seen.score, 3)}) "
+                         f"{verdict}")
+        for box in photo.unmatched:
+            stdout.print(f"  [dim]unannotated box {box.box} → {escape(box.name or '-')} "
+                         f"({box.status})[/dim]")
+    known, likely = result.thresholds.known, result.thresholds.likely
+    stdout.print(f"gallery: {result.gallery_identities} identities, {result.gallery_samples} "
+                 f"samples · {result.model} · detector {result.detector} · "
+                 f"{result.seconds:.0f} s")
+    for path in result.gallery_no_face:
+        stderr.print(f"[yellow]gallery photo {escape(path)}: no face found, not used[/yellow]")
+    stdout.print(f"thresholds in force: known {known.value:.3f} ({escape(known.source)}), "
+                 f"likely {likely.value:.3f} ({escape(likely.source)})")
+    stdout.print(f"[bold]detection recall: {summary.detection_recall}[/bold] "
+                 f"({summary.enrolled_faces} faces of enrolled people, "
+                 f"{summary.stranger_faces} of strangers)")
+    stdout.print(f"enrolled faces found: known and right {summary.known_right}, shown right "
+                 f"in any tier {summary.shown_right}, named wrong {summary.named_wrong} "
+                 f"(known and wrong {summary.known_wrong})")
+    stdout.print(f"strangers found: named known {summary.strangers_known}, named in any tier "
+                 f"{summary.strangers_named}")
+    stdout.print(f"boxes matching no annotated face: {summary.unmatched_boxes} "
+                 f"({summary.unmatched_named} named)")
+    for path, error in result.errors.items():
+        stderr.print(f"[red]{escape(path)}: {escape(error)}[/red]")
     return EXIT_FILE_FAILED if result.errors else EXIT_OK
 
 

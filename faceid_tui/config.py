@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from faceid_tui.bank.identity_bank import IdentityBank
-from faceid_tui.bank.matching import AMBIGUOUS_MARGIN
 from faceid_tui.bank.thresholds import DEFAULT_FPIR
 from faceid_tui.engine.detection import DetectorOptions
 from faceid_tui.engine.embedders import AUTO, resolve_embedder
@@ -17,11 +16,15 @@ from faceid_tui.engine.pipeline import Pipeline, PipelineOptions
 from faceid_tui.triage.ledger import LEDGER_NAME, Ledger
 from faceid_tui.triage.session import TriagePaths, TriageSession
 
-#: What ``detector="auto"`` means for each embedder (others: HOG). The accurate mode (the
-#: default embedder) spends a CNN pass on each photo where HOG finds no face: on LFW that
-#: lifts its 10-fold accuracy from 0.9880 to 0.9917 (README, Accuracy). FaceNet alone, the
-#: fast mode, does not (it would gain 0.9752 -> 0.9792).
-AUTO_DETECTOR = {"facenet+dlib": "hog+cnn"}
+#: What ``detector="auto"`` means for each embedder (others: HOG, the fast setting for
+#: portraits). The accurate mode (the default embedder) uses ``hog,cnn`` (engine/detectors.py):
+#: HOG alone on portraits, and on every other photo HOG searched for faces from 18 px plus the
+#: CNN for turned heads. On the dev group photos it finds 18/18 and 51/53 faces (hog+cnn, the
+#: previous default: 10/18 and 12/53), no false box on them or on the non-face photos, for
+#: 1.4–2.2 CPU s a group photo against 0.1–0.3 (benchmarks/detector_recall.py). The CNN on
+#: photos HOG finds no face in (hog+cnn) lifted LFW's 10-fold accuracy from 0.9880 to 0.9917;
+#: hog,cnn still runs it there (README, Accuracy). FaceNet alone, the fast mode, does not.
+AUTO_DETECTOR = {"facenet+dlib": "hog,cnn"}
 
 
 def detector_for(detector: str, embedder: str) -> str:
@@ -46,7 +49,7 @@ class Settings:
     batch_size: int = 32
     threshold: float | None = None  # None: chosen for the bank's size (bank/thresholds.py)
     fpir: float = DEFAULT_FPIR
-    ambiguous_margin: float = AMBIGUOUS_MARGIN
+    ambiguous_margin: float | None = None  # None: the model's (bank/thresholds.py)
 
     @property
     def embedder_name(self) -> str:

@@ -188,16 +188,16 @@ def test_serve_answers_on_loopback(tmp_path: Path, models_dir: Path) -> None:
         server.wait(timeout=20)
 
 
-def test_the_auto_detector_retries_with_the_cnn_only_in_the_accurate_mode() -> None:
+def test_the_auto_detector_adds_the_cnn_only_in_the_accurate_mode() -> None:
     from faceid_tui.cli import build_parser, settings_from
 
     def detector(*args: str) -> str:
         settings = settings_from(build_parser().parse_args([*args, "models"]))
         return settings.pipeline_options().detector
 
-    assert detector() == "hog+cnn"  # the default embedder is the accurate mode
-    assert detector("--embedder", "auto") == "hog+cnn"
+    assert detector() == "hog,cnn"  # the default embedder is the accurate mode
+    assert detector("--embedder", "auto") == "hog,cnn"
     assert detector("--embedder", "facenet") == "hog"
-    assert detector("--embedder", "facenet+dlib") == "hog+cnn"
+    assert detector("--embedder", "facenet+dlib") == "hog,cnn"
     assert detector("--embedder", "facenet+dlib", "--detector", "hog") == "hog"
     assert detector("--detector", "hog+cnn") == "hog+cnn"

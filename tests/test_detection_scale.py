@@ -22,9 +22,14 @@ from faceid_tui.engine.decode import load_rgb
 from faceid_tui.engine.detection import (
     DEFAULT_MIN_FACE_SIZE,
     MAX_AUTO_SCALE,
+    SMALL_FACE_MAX_SCALE,
+    SMALL_FACE_MAX_SEARCH_PIXELS,
+    SMALL_FACE_MIN_SIZE,
     SMALLEST_FACE_AT_SCALE_1,
     DetectedBox,
     DetectorOptions,
+    plan_search,
+    small_face_options,
 )
 from faceid_tui.engine.detectors import RETRY_MAX_SEARCH_PIXELS, create_detector
 from faceid_tui.engine.models import ModelStore
@@ -194,3 +199,19 @@ def test_the_cnn_retry_searches_a_bounded_copy_and_still_finds_big_faces(
     # A small photo is searched as before (LFW's 250×250: twice its size, 0.25 Mpx).
     small = load_rgb(FACES / "identities/Juanes/Juanes_0001.jpg")
     assert options.scale(small) == DetectorOptions().scale(small) == 2.0
+
+
+def test_the_small_face_search_magnifies_4x_and_caps_the_pixels() -> None:
+    # LFW's 250×250: 18-px faces, dlib upsample 2 (the 4x search the 19-37 px faces need).
+    small = small_face_options(DetectorOptions())
+    portrait = np.zeros((250, 250, 3), np.uint8)
+    assert small.min_face_for(portrait) == SMALL_FACE_MIN_SIZE
+    assert small.scale(portrait) == SMALL_FACE_MAX_SCALE == 4.0
+    assert plan_search(portrait, small).upsample == 2
+    # A 12-Mpx photo: the search is bounded by the pixel cap, not by the photo.
+    camera = np.zeros((3000, 4000, 3), np.uint8)
+    searched = small.scale(camera) ** 2 * 3000 * 4000
+    assert 0.99 * SMALL_FACE_MAX_SEARCH_PIXELS < searched <= SMALL_FACE_MAX_SEARCH_PIXELS
+    # An explicit choice stays the user's.
+    assert small_face_options(DetectorOptions(upsample=1)) == DetectorOptions(upsample=1)
+    assert small_face_options(DetectorOptions(min_face_size=50)).min_face_for(camera) == 50

@@ -222,7 +222,7 @@ def test_the_cnn_detector_gives_dlib_bins_boxes_under_the_scale_policy(
     retry = create_detector("hog+cnn", DetectorOptions(), store)
     assert isinstance(retry, RetryDetector) and isinstance(retry.retry, MmodDetector)
     assert retry.retry.options.max_search_pixels == RETRY_MAX_SEARCH_PIXELS
-    assert set(DETECTORS) == {"hog", "cnn", "hog+cnn"}
+    assert set(DETECTORS) == {"hog", "cnn", "hog+cnn", "hog,cnn"}
 
 
 def test_torch_module_equals_onnx_runtime(faces_dir: Path, models_dir: Path,

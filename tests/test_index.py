@@ -8,7 +8,7 @@ import pytest
 import faceid_tui.bank.index as index_module
 import faceid_tui.bank.matching as matching
 from faceid_tui.bank.index import CANDIDATE_SAMPLES, INDEX_MIN_SAMPLES, build_index
-from faceid_tui.bank.matching import MISSING_SCORE, FaceMatch, Matcher
+from faceid_tui.bank.matching import BEST_SAMPLE, CENTROID, MISSING_SCORE, FaceMatch, Matcher
 
 DIM = 512
 BANK_SAMPLES = 20_000
@@ -42,8 +42,10 @@ def bank() -> tuple[list[str], np.ndarray]:
 @pytest.fixture(scope="module")
 def matchers(bank: tuple[list[str], np.ndarray]) -> tuple[Matcher, Matcher]:
     names, samples = bank
-    exact = Matcher(names, samples, index_min_samples=BANK_SAMPLES + 1)
-    approximate = Matcher(names, samples, index_min_samples=1_000)
+    # Best-sample scoring: the index then searches every sample (the harder case; with
+    # centroids it searches one row per identity).
+    exact = Matcher(names, samples, index_min_samples=BANK_SAMPLES + 1, scoring=BEST_SAMPLE)
+    approximate = Matcher(names, samples, index_min_samples=1_000, scoring=BEST_SAMPLE)
     assert not exact.uses_index and exact.sample_index is None
     # Threads insert into the graph in a racy order; one thread builds the same graph each run.
     with pytest.MonkeyPatch.context() as patch:
@@ -83,7 +85,7 @@ def test_several_faces_in_one_photo_match_as_exact(
     rng = np.random.default_rng(2)
     for _ in range(30):
         picked = rng.choice(BANK_SAMPLES, size=5, replace=False)
-        # Two faces of one sample: the one-identity-per-photo rule must act the same way.
+        # Two faces of one sample: the conflict rule must act the same way.
         picked[1] = picked[0]
         photo = noisy_copies(rng, samples[picked], noise=NOISE)
         want = exact.match_photo(photo)
@@ -134,8 +136,9 @@ def test_a_crowded_identity_falls_back_to_exact_scores() -> None:
     names = ["crowd"] * len(crowd) + [f"id{i}" for i in range(len(others))]
     samples = np.concatenate([crowd, others])
     query = noisy_copies(rng, crowd[:1], noise=0.5)
-    (want,) = Matcher(names, samples, index_min_samples=len(samples) + 1).match_photo(query)
-    (got,) = Matcher(names, samples, index_min_samples=1).match_photo(query)
+    (want,) = Matcher(names, samples, index_min_samples=len(samples) + 1,
+                      scoring=BEST_SAMPLE).match_photo(query)
+    (got,) = Matcher(names, samples, index_min_samples=1, scoring=BEST_SAMPLE).match_photo(query)
     assert got.name == want.name == "crowd"
     assert got.status == want.status
     assert got.candidates == want.candidates and len(got.candidates) == 3
@@ -148,7 +151,8 @@ def test_small_banks_never_build_an_index(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(matching, "build_index", refuse)
     rng = np.random.default_rng(7)
     samples = unit_rows(rng, 1_000)
-    matcher = Matcher([f"id{i // 3}" for i in range(len(samples))], samples)
+    matcher = Matcher([f"id{i // 3}" for i in range(len(samples))], samples,
+                      scoring=BEST_SAMPLE)
     assert len(samples) < INDEX_MIN_SAMPLES
     assert not matcher.uses_index and matcher.sample_index is None
     (match,) = matcher.match_photo(noisy_copies(rng, samples[:1], noise=NOISE))
@@ -156,20 +160,11 @@ def test_small_banks_never_build_an_index(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def reference_matches(matcher: Matcher, queries: np.ndarray) -> list[tuple[object, ...]]:
-    """Exact matching as the matcher did it before the index: every identity ranked."""
+    """Exact matching done the slow way: every identity of every face ranked by a full sort
+    (each face keeps its own ranking: the faces of a photo never take identities away)."""
     scores = matcher.identity_scores(queries)
-    faces, identities = np.nonzero(scores >= matcher.threshold)
-    assigned: dict[int, int] = {}
-    for k in np.argsort(-scores[faces, identities], kind="stable"):
-        face, ident = int(faces[k]), int(identities[k])
-        if face not in assigned and ident not in assigned.values():
-            assigned[face] = ident
-    described = []
-    for face, row in enumerate(scores):
-        others = {ident for other, ident in assigned.items() if other != face}
-        ranked = [j for j in np.argsort(-row, kind="stable") if j not in others][: matcher.top_k]
-        described.append(tuple((matcher.identities[j], float(row[j])) for j in ranked))
-    return described
+    return [tuple((matcher.identities[j], float(row[j]))
+                  for j in np.argsort(-row, kind="stable")[: matcher.top_k]) for row in scores]
 
 
 def test_exact_path_ranks_like_a_full_sort_even_with_ties() -> None:
@@ -191,3 +186,22 @@ def test_index_search_pads_missing_results() -> None:
     assert rows.shape == (2, 5)
     assert (rows[:, 0] == [0, 1]).all()
     assert sorted(rows[0].tolist()) == [0, 1, 2, 3, 4]
+
+
+def test_centroids_through_the_index_match_exact_centroids() -> None:
+    rng = np.random.default_rng(10)
+    # 2,000 people of 3 samples each around their own direction, as real faces cluster.
+    people = unit_rows(rng, 2_000, dim=64)
+    samples = noisy_copies(rng, np.repeat(people, 3, axis=0), noise=0.5)
+    names = [f"id{i // 3:04d}" for i in range(len(samples))]
+    exact = Matcher(names, samples, index_min_samples=len(samples) + 1, scoring=CENTROID)
+    approximate = Matcher(names, samples, index_min_samples=1_000, scoring=CENTROID)
+    # One row per identity is indexed, not one per sample.
+    assert approximate.uses_index and not exact.uses_index
+    assert approximate.sample_count == len(samples)
+    queries = noisy_copies(rng, people[:200], noise=0.6)
+    for number, query in enumerate(queries):
+        (want,) = exact.match_photo(query[None])
+        (got,) = approximate.match_photo(query[None])
+        assert want.name == got.name == f"id{number:04d}"
+        assert got.score == pytest.approx(want.score, abs=1e-5)

@@ -1,10 +1,10 @@
-"""Matching: statuses, margins, and one identity per face within a photo."""
+"""Matching: tiers, margins, and conflicts between the faces of one photo."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from faceid_tui.bank.matching import Matcher
+from faceid_tui.bank.matching import BEST_SAMPLE, Matcher
 
 
 def unit(*values: float) -> np.ndarray:
@@ -12,9 +12,24 @@ def unit(*values: float) -> np.ndarray:
     return vector / np.linalg.norm(vector)
 
 
+def test_an_identity_scores_by_its_centroid_or_its_best_sample() -> None:
+    samples = np.stack([unit(1, 0, 0), unit(0, 1, 0), unit(0, 0, 1)])
+    query = unit(1, 0.2, 0)
+    centroid = Matcher(["ann", "ann", "bob"], samples, threshold=0.5)
+    best = Matcher(["ann", "ann", "bob"], samples, threshold=0.5, scoring=BEST_SAMPLE)
+    # ann's centroid is (1, 1, 0)/sqrt(2): the query scores (1 + 0.2) / sqrt(2) / |query|.
+    expected = float(query @ unit(1, 1, 0))
+    assert centroid.identity_score(query, "ann") == np.float32(expected)
+    assert centroid.identity_scores(query[None])[0].tolist() == [
+        np.float32(expected), np.float32(0.0)]
+    assert best.identity_score(query, "ann") == np.float32(query @ samples[0])
+    assert centroid.sample_count == best.sample_count == 3
+
+
 def test_best_sample_per_identity_and_statuses() -> None:
     samples = np.stack([unit(1, 0, 0), unit(0.9, 0.1, 0), unit(0, 1, 0), unit(0, 0, 1)])
-    matcher = Matcher(["ann", "ann", "bob", "cid"], samples, threshold=0.6, ambiguous_margin=0.05)
+    matcher = Matcher(["ann", "ann", "bob", "cid"], samples, threshold=0.6, ambiguous_margin=0.05,
+                      scoring=BEST_SAMPLE)
     assert matcher.identities == ["ann", "bob", "cid"]
     known, unknown = matcher.match_photo(np.stack([unit(1, 0.02, 0), unit(-1, -1, -1)]))
     assert known.status == "known" and known.name == "ann"
@@ -31,17 +46,40 @@ def test_close_runner_up_is_ambiguous() -> None:
     assert match.margin is not None and match.margin < 0.05
 
 
-def test_an_identity_names_at_most_one_face_per_photo() -> None:
+def test_two_faces_with_one_best_identity_are_a_conflict_never_a_fallback() -> None:
     samples = np.stack([unit(1, 0, 0), unit(0, 1, 0)])
     matcher = Matcher(["ann", "bob"], samples, threshold=0.5, ambiguous_margin=0.01)
-    # Both faces look most like ann; the closer one keeps her, the other falls back to bob.
+    # Both faces look most like ann (the second also resembles bob, above the threshold):
+    # the closer keeps ann as known, the other keeps ann's name as a conflict, not bob's.
     first, second = matcher.match_photo(np.stack([unit(1, 0.3, 0), unit(1, 0.8, 0)]))
-    assert first.name == "ann"
-    assert second.name == "bob"
-    # With no free identity above the threshold the other face stays unknown.
-    only_ann = Matcher(["ann"], samples[:1], threshold=0.5)
-    a, b = only_ann.match_photo(np.stack([unit(1, 0.3, 0), unit(1, 0.8, 0)]))
-    assert a.name == "ann" and b.status == "unknown" and b.name is None
+    assert (first.name, first.status) == ("ann", "known")
+    assert (second.name, second.status) == ("ann", "conflict")
+    assert second.candidates[1].name == "bob"  # the runner-up is still listed
+    # The better face keeps its status wherever it sits in the photo.
+    later_better = matcher.match_photo(np.stack([unit(1, 0.8, 0), unit(1, 0.3, 0)]))
+    assert [m.status for m in later_better] == ["conflict", "known"]
+    # A face below the suggestion threshold is unknown and takes part in no conflict.
+    only_ann = Matcher(["ann"], samples[:1], threshold=0.9, likely_threshold=0.8)
+    a, b = only_ann.match_photo(np.stack([unit(1, 0.3, 0), unit(1, 1, 0)]))
+    assert (a.name, a.status) == ("ann", "known") and (b.name, b.status) == (None, "unknown")
+
+
+def test_tiers_between_the_suggestion_and_open_set_thresholds() -> None:
+    samples = np.stack([unit(1, 0, 0), unit(0, 1, 0)])
+    matcher = Matcher(["ann", "bob"], samples, threshold=0.9, likely_threshold=0.6,
+                      ambiguous_margin=0.05)
+    known, likely, ambiguous, unknown = (matcher.match_photo(q[None])[0] for q in (
+        unit(1, 0.1, 0), unit(1, 0.6, 0), unit(1, 0.95, 0), unit(1, 1.5, 2)))
+    assert (known.name, known.status) == ("ann", "known")
+    assert (likely.name, likely.status) == ("ann", "likely")
+    assert 0.6 <= likely.score < 0.9
+    assert (ambiguous.name, ambiguous.status) == ("ann", "ambiguous")
+    assert unknown.status == "unknown" and unknown.name is None and unknown.score < 0.6
+    # Lowering the open-set threshold (the app's - key) below the suggestion one leaves no
+    # likely band: the suggestion threshold follows it down.
+    matcher.threshold = 0.5
+    assert matcher.likely_threshold == 0.5
+    assert matcher.match_photo(unit(1, 0.6, 0)[None])[0].status == "known"
 
 
 def test_empty_bank_leaves_every_face_unknown() -> None:

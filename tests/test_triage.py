@@ -8,8 +8,6 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-import pytest
-
 from faceid_tui.bank.journal import BankJournal
 from faceid_tui.engine.decode import load_rgb
 from faceid_tui.engine.pipeline import Pipeline
@@ -163,9 +161,14 @@ def test_threshold_changes_report_changed_photos(tmp_path: Path, pipeline: Pipel
     score = session.faces(sha)[0].score
     assert session.set_threshold(session.threshold + 0.01) == set()
     assert session.set_threshold(score + 0.01) == {sha}
-    assert session.faces(sha)[0].status == "unknown"
-    with pytest.raises(Exception, match="no suggestion"):
-        session.confirm(session.faces(sha)[0].face_id)
+    # Above the suggestion threshold, below the open-set one: the name stays, as "likely";
+    # `a` (confirm every known face) leaves it, enter (confirm this face) takes it.
+    face = session.faces(sha)[0]
+    assert (face.name, face.status) == ("Juanes", "likely")
+    assert score >= session.matcher.likely_threshold
+    assert session.confirm_all_known(sha) == 0
+    session.confirm(face.face_id)
+    assert session.faces(sha)[0].status == "confirmed"
     session.close()
 
 

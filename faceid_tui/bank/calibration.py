@@ -4,7 +4,7 @@ Genuine scores are the cosine similarities between samples of the same identity,
 scores those between samples of different identities. From them: the threshold that keeps the
 false-positive identification rate (a stranger given a name) at the target FPIR for a bank of
 this size, and the share of known people that threshold would leave unnamed (each sample
-matched, leave-one-out, against the rest of its identity).
+matched, leave-one-out, against the centroid of the rest of its identity, as matching does).
 
 A per-comparison FAR of ``f`` can only be read off the bank when at least
 :data:`MIN_IMPOSTORS_ABOVE` impostor scores lie above the threshold, i.e. with
@@ -21,9 +21,10 @@ import numpy as np
 
 from faceid_tui.bank.thresholds import (
     DEFAULT_FPIR,
+    STRANGER_MODELS,
     ThresholdChoice,
-    curve_threshold,
     far_for_fpir,
+    open_set_threshold,
 )
 from faceid_tui.engine.evaluation import highest_first, threshold_at_far
 
@@ -80,17 +81,18 @@ def calibrate(names: list[str], samples: np.ndarray, model_id: str,
     genuine = similarities[upper & same]
     impostor = similarities[upper & ~same]
 
-    # Leave-one-out: each sample's best score against the other samples of its identity.
-    own = np.where(same & ~np.eye(count, dtype=bool), similarities, -np.inf)
-    best = own.max(axis=1) if count else np.zeros(0, np.float32)
-    best_genuine = best[np.isfinite(best)]
+    # Leave-one-out, as matching scores: each sample against the centroid of the other samples
+    # of its identity (bank/matching.py scores identities by their centroid).
+    best_genuine = leave_one_out_scores(labels, vectors)
 
-    far = far_for_fpir(fpir, count)
+    identities = len(set(names))
+    curve = open_set_threshold(model_id, identities, count, fpir)
+    model = STRANGER_MODELS.get(model_id)
+    comparisons = model.comparisons(identities, count) if model else count
+    far = far_for_fpir(fpir, max(1, round(comparisons)))
     needed = int(np.ceil(MIN_IMPOSTORS_ABOVE / far))
-    curve = curve_threshold(model_id, count, fpir)
     notes: list[str] = []
     bank_threshold = None
-    identities = len(set(names))
     if identities < 2:
         notes.append("fewer than 2 identities: no impostor scores at all")
     if len(impostor) >= needed:
@@ -110,6 +112,23 @@ def calibrate(names: list[str], samples: np.ndarray, model_id: str,
                      "cannot be measured")
     return Calibration(model_id, identities, count, fpir, far, threshold, bank_threshold,
                        curve, needed, unnamed, notes, genuine, impostor, best_genuine)
+
+
+def leave_one_out_scores(labels: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """Each sample's score against the normalised mean of the other samples of its identity
+    (identities of one sample have none and are left out)."""
+    scores = []
+    for name in dict.fromkeys(labels.tolist()):
+        rows = vectors[labels == name]
+        if len(rows) < 2:
+            continue
+        total = rows.sum(axis=0)
+        for row in rows:
+            rest = total - row
+            norm = float(np.linalg.norm(rest))
+            if norm > 0:
+                scores.append(float(row @ rest) / norm)
+    return np.array(scores, dtype=np.float32)
 
 
 def histogram(scores: np.ndarray, edges: np.ndarray) -> np.ndarray:

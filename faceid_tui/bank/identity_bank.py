@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from faceid_tui.bank.matching import AMBIGUOUS_MARGIN, Matcher
+from faceid_tui.bank.matching import Matcher
 from faceid_tui.bank.names import validate_identity_name
 from faceid_tui.bank.store import (
     DATABASE_NAME,
@@ -35,7 +35,9 @@ from faceid_tui.bank.store import (
 from faceid_tui.bank.thresholds import (
     DEFAULT_FPIR,
     ThresholdChoice,
-    curve_threshold,
+    ambiguous_margin,
+    bank_thresholds,
+    likely_threshold,
     saved_threshold,
 )
 from faceid_tui.engine.alignment import crop_with_margin
@@ -85,7 +87,7 @@ class IdentityBank:
 
     def __init__(self, folder: Path, pipeline: Pipeline, *, store: BankStore | None = None,
                  threshold: float | None = None,
-                 ambiguous_margin: float = AMBIGUOUS_MARGIN,
+                 ambiguous_margin: float | None = None,
                  fpir: float = DEFAULT_FPIR) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -93,7 +95,7 @@ class IdentityBank:
         self.store: BankStore = store or SqliteBankStore(self.folder / DATABASE_NAME)
         self.requested_threshold = threshold  # None: chosen from the bank's size
         self.fpir = fpir
-        self.ambiguous_margin = ambiguous_margin
+        self.requested_margin = ambiguous_margin  # None: the model's (bank/thresholds.py)
         self._threshold_choice: ThresholdChoice | None = None
 
     def close(self) -> None:
@@ -205,17 +207,30 @@ class IdentityBank:
             raise BankError(f"no identity named {name!r} in {self.folder}")
         return [record for record in self.store.photos() if record.identity == name]
 
-    def threshold_choice(self, samples: int | None = None) -> ThresholdChoice:
-        """The threshold in force and why (see :mod:`faceid_tui.bank.thresholds`)."""
+    def threshold_choice(self, samples: int | None = None,
+                         identities: int | None = None) -> ThresholdChoice:
+        """The open-set (``known``) threshold in force and why
+        (see :mod:`faceid_tui.bank.thresholds`)."""
         if self.requested_threshold is not None:
             return ThresholdChoice(self.requested_threshold, "--threshold", "given by the user")
         model_id = self.pipeline.model_id
         saved = saved_threshold(self.folder, model_id)
         if saved is not None:
             return saved
-        if samples is None:
-            samples = len(self.store.samples(model_id)[0])
-        return curve_threshold(model_id, samples, self.fpir)
+        if samples is None or identities is None:
+            names = self.store.samples(model_id)[0]
+            samples, identities = len(names), len(set(names))
+        return bank_thresholds(model_id, identities, samples, self.fpir).known
+
+    @property
+    def ambiguous_margin(self) -> float:
+        if self.requested_margin is not None:
+            return self.requested_margin
+        return ambiguous_margin(self.pipeline.model_id)
+
+    def likely_threshold_choice(self, samples: int, identities: int) -> ThresholdChoice:
+        """The suggestion (``likely``) threshold and why."""
+        return likely_threshold(self.pipeline.model_id, identities, samples)
 
     @property
     def threshold_in_force(self) -> ThresholdChoice:
@@ -230,8 +245,10 @@ class IdentityBank:
 
     def matcher(self) -> Matcher:
         names, _paths, matrix = self.store.samples(self.pipeline.model_id)
-        self._threshold_choice = self.threshold_choice(len(names))
+        self._threshold_choice = self.threshold_choice(len(names), len(set(names)))
         return Matcher(names, matrix, threshold=self._threshold_choice.value,
+                       likely_threshold=self.likely_threshold_choice(
+                           len(names), len(set(names))).value,
                        ambiguous_margin=self.ambiguous_margin)
 
     # -- changes --------------------------------------------------------------------------

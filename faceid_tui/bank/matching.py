@@ -1,20 +1,25 @@
 """Matching faces against the bank by cosine similarity.
 
-Each face gets the best score of every identity (the maximum over that identity's samples),
-its top candidates, the margin to the runner-up, and a status:
+Each face gets a score for every identity (against the identity's centroid, the normalised
+mean of its samples; or its best sample: :class:`Matcher`), its top candidates, the margin to
+the runner-up, and one of five statuses (tiers):
 
-* ``known``     — the best score is at or above the threshold, clear of the runner-up;
-* ``ambiguous`` — above the threshold, but the top two identities are within
-  :data:`AMBIGUOUS_MARGIN` of each other;
-* ``unknown``   — below the threshold (``name`` is None).
+* ``known``     — the best score is at or above the open-set threshold (a stranger passes it
+  rarely: :mod:`~faceid_tui.bank.thresholds`), clear of the runner-up: safe to confirm in bulk;
+* ``likely``    — the best score lies between the suggestion threshold and the open-set one: the
+  name is shown, to be confirmed one face at a time;
+* ``ambiguous`` — above the suggestion threshold, but the runner-up is within the margin;
+* ``conflict``  — another face of the same photo has the same best identity with a higher
+  score (one person appears once in a photo, so at most one of them is right);
+* ``unknown``   — below the suggestion threshold (``name`` is None).
 
-Within one photo an identity names at most one face: pairs are assigned greedily from the
-highest score down, so the best assignment wins and the other face falls back to its next
-identity that is still free (or to unknown).
+``name`` is the best identity for every status but ``unknown``. A face is never given its
+second-best identity because another face took the first: that fallback put wrong names on
+faces (two photos of one person in a collage gave the second face a stranger's name).
 
-Banks of :data:`~faceid_tui.bank.index.INDEX_MIN_SAMPLES` samples or more are not compared
-sample by sample: an approximate index (:mod:`faceid_tui.bank.index`) proposes
-:data:`~faceid_tui.bank.index.CANDIDATE_SAMPLES` samples per face, those are scored exactly,
+Banks of :data:`~faceid_tui.bank.index.INDEX_MIN_SAMPLES` rows (centroids, or samples) or
+more are not compared row by row: an approximate index (:mod:`faceid_tui.bank.index`) proposes
+:data:`~faceid_tui.bank.index.CANDIDATE_SAMPLES` rows per face, those are scored exactly,
 and every other identity scores :data:`MISSING_SCORE`.
 
 :func:`matched_chunks` matches the faces of many photos in one product, as ``faceid scan``
@@ -23,6 +28,7 @@ does for each chunk the pipeline yields.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -43,6 +49,18 @@ if TYPE_CHECKING:  # only for annotations: matching needs no detector or network
 DEFAULT_THRESHOLD = 0.46
 #: Top-two identity scores closer than this make a match ``ambiguous``.
 AMBIGUOUS_MARGIN = 0.05
+
+KNOWN = "known"
+LIKELY = "likely"
+AMBIGUOUS = "ambiguous"
+CONFLICT = "conflict"
+UNKNOWN = "unknown"
+#: Every status a match can have, from the surest to the least sure.
+TIERS = (KNOWN, LIKELY, AMBIGUOUS, CONFLICT, UNKNOWN)
+
+#: How a face scores against an identity (see :class:`Matcher`).
+CENTROID = "centroid"
+BEST_SAMPLE = "best sample"
 TOP_CANDIDATES = 3
 #: Score of an identity that the index did not propose: the lowest cosine similarity, so it
 #: is never at or above a threshold and never listed as a candidate.
@@ -66,34 +84,53 @@ class Candidate:
 class FaceMatch:
     name: str | None
     score: float | None
-    status: str  # known | ambiguous | unknown
+    status: str  # one of TIERS
     margin: float | None
     candidates: tuple[Candidate, ...]
+
+    @property
+    def named(self) -> bool:
+        """Whether a name is shown (every tier but ``unknown``)."""
+        return self.name is not None
 
 
 class Matcher:
     """Cosine matching against a matrix of L2-normalised sample embeddings.
 
-    Exact below ``index_min_samples`` samples (default
+    ``threshold`` is the open-set threshold (``known``), ``likely_threshold`` the suggestion
+    threshold below it (``likely``; None: the same as ``threshold``, so no ``likely`` tier).
+
+    ``scoring`` says how a face scores against an identity: :data:`CENTROID` (the default)
+    compares it with the normalised mean of the identity's samples, :data:`BEST_SAMPLE` with
+    each sample, keeping the best. On LFW banks of 2-5 samples per person the centroid names
+    3-6 % more probes right at the same measured share of strangers passing
+    (benchmarks/open_set_thresholds.py): averaging a person's photos cancels what is peculiar to
+    each (light, pose), while the best of m samples gives a stranger m chances.
+
+    Exact below ``index_min_samples`` rows (samples or centroids; default
     :data:`~faceid_tui.bank.index.INDEX_MIN_SAMPLES`); at or above it through an approximate
     index, built on first use, whose proposals are re-scored exactly.
     """
 
     def __init__(self, sample_names: list[str], samples: np.ndarray, *,
                  threshold: float = DEFAULT_THRESHOLD,
+                 likely_threshold: float | None = None,
                  ambiguous_margin: float = AMBIGUOUS_MARGIN,
                  top_k: int = TOP_CANDIDATES,
-                 index_min_samples: int | None = None) -> None:
+                 index_min_samples: int | None = None,
+                 scoring: str = CENTROID) -> None:
+        if scoring not in (CENTROID, BEST_SAMPLE):
+            raise ValueError(f"scoring must be {CENTROID!r} or {BEST_SAMPLE!r}")
         if len(sample_names) != len(samples):
             raise ValueError("one name per sample row is needed")
         if index_min_samples is not None and index_min_samples < 1:
             raise ValueError("index_min_samples must be at least 1")
         self.threshold = threshold
+        self._likely_threshold = likely_threshold
         self.ambiguous_margin = ambiguous_margin
         self.top_k = top_k
         self.index_min_samples = (INDEX_MIN_SAMPLES if index_min_samples is None
                                   else index_min_samples)
-        # Sort rows by identity so each identity's best score is one reduceat over columns.
         order = np.argsort(np.array(sample_names, dtype=object), kind="stable")
         sorted_names = [sample_names[i] for i in order]
         self.identities: list[str] = []
@@ -102,24 +139,47 @@ class Matcher:
             if not self.identities or self.identities[-1] != name:
                 self.identities.append(name)
                 starts.append(index)
-        self._starts = np.array(starts, dtype=np.intp)
+        self.scoring = scoring
+        self._sample_count = len(order)
         matrix = np.asarray(samples, dtype=np.float32)
-        self._samples = np.ascontiguousarray(matrix[order]) if len(order) else matrix
+        rows = np.ascontiguousarray(matrix[order]) if len(order) else matrix
+        if scoring == CENTROID and len(starts):
+            # One row per identity: the rest of the matcher (exact products, the index,
+            # shortlists) works on rows and needs no second code path.
+            centroids = np.add.reduceat(rows, starts, axis=0)
+            norms = np.linalg.norm(centroids, axis=1, keepdims=True)
+            rows = np.ascontiguousarray(centroids / np.maximum(norms, 1e-12), dtype=np.float32)
+            starts = list(range(len(starts)))
+        # Rows sorted by identity, so each identity's best score is one reduceat over columns.
+        self._rows = rows
+        self._starts = np.array(starts, dtype=np.intp)
         self._numbers = {name: number for number, name in enumerate(self.identities)}
-        # Identity number of each (sorted) row, to turn the index's sample hits into identities.
+        # Identity number of each row, to turn the index's row hits into identities.
         self._row_identity = np.repeat(np.arange(len(starts), dtype=np.intp),
-                                       np.diff(np.append(self._starts, len(order))))
+                                       np.diff(np.append(self._starts, len(rows))))
         self._index: SampleIndex | None = None
         self._index_lock = threading.Lock()
 
     @property
+    def likely_threshold(self) -> float:
+        """The suggestion threshold; never above the open-set one (raising that with the
+        app's keys must not hide names below it that were shown before)."""
+        if self._likely_threshold is None:
+            return self.threshold
+        return min(self._likely_threshold, self.threshold)
+
+    @likely_threshold.setter
+    def likely_threshold(self, value: float | None) -> None:
+        self._likely_threshold = value
+
+    @property
     def sample_count(self) -> int:
-        return len(self._samples)
+        return self._sample_count
 
     @property
     def uses_index(self) -> bool:
-        """Whether queries go through the approximate index rather than every sample."""
-        return self.sample_count >= self.index_min_samples
+        """Whether queries go through the approximate index rather than every row."""
+        return len(self._rows) >= self.index_min_samples
 
     @property
     def sample_index(self) -> SampleIndex | None:
@@ -129,11 +189,12 @@ class Matcher:
         # Sessions share one matcher across threads; the build is slow, so only once.
         with self._index_lock:
             if self._index is None:
-                self._index = build_index(self._samples)
+                self._index = build_index(self._rows)
             return self._index
 
     def identity_scores(self, queries: np.ndarray) -> np.ndarray:
-        """``M × I`` best cosine similarity of each query to each identity.
+        """``M × I`` cosine similarity of each query to each identity (its centroid, or its best
+        sample).
 
         Through the index, identities it did not propose score :data:`MISSING_SCORE`.
         """
@@ -149,19 +210,19 @@ class Matcher:
         return scores
 
     def identity_score(self, query: np.ndarray, name: str) -> float:
-        """Exact best cosine similarity of one face to the identity ``name``, at any bank size.
+        """Exact score of one face against the identity ``name``, at any bank size.
 
         For a name chosen by hand, which the index need not have proposed for this face.
         Raises KeyError for a name not in the bank.
         """
         number = self._numbers[name]
         stop = (self._starts[number + 1] if number + 1 < len(self._starts)
-                else self.sample_count)
+                else len(self._rows))
         query = np.asarray(query, dtype=np.float32).reshape(-1)
-        return float(np.max(self._samples[self._starts[number]:stop] @ query))
+        return float(np.max(self._rows[self._starts[number]:stop] @ query))
 
     def match_photo(self, queries: np.ndarray) -> list[FaceMatch]:
-        """Match every face of one photo, each identity given to at most one face."""
+        """Match every face of one photo; faces sharing a best identity are in ``conflict``."""
         return self.match_photos([queries])[0]
 
     def match_photos(self, photos: list[np.ndarray]) -> list[list[FaceMatch]]:
@@ -173,29 +234,17 @@ class Matcher:
         counts = [len(q) for q in rows]
         if not arrays:
             return [[] for _ in photos]
-        # A face loses at most one identity to each other face of its photo, so this many of
-        # its best identities hold its assignment and, after the others' are removed, its top_k.
-        depth = max(self.top_k, 1) + max(counts) - 1
-        shortlists = self._shortlists(np.concatenate(arrays), depth)
+        shortlists = self._shortlists(np.concatenate(arrays), max(self.top_k, 1))
         results, start = [], 0
         for count in counts:
-            results.append(self._match_one_photo(shortlists[start:start + count]))
+            matches = [self._describe(numbers, scores)
+                       for numbers, scores in shortlists[start:start + count]]
+            results.append(mark_conflicts(matches))
             start += count
         return results
 
-    def _match_one_photo(self, shortlists: list[Shortlist]) -> list[FaceMatch]:
-        if not shortlists:
-            return []
-        assigned = self._assign(shortlists)
-        matches = []
-        for face_index, (numbers, scores) in enumerate(shortlists):
-            taken_by_others = {ident for face, ident in assigned.items() if face != face_index}
-            free = [k for k, ident in enumerate(numbers.tolist()) if ident not in taken_by_others]
-            matches.append(self._describe(numbers[free], scores[free]))
-        return matches
-
     def _exact_scores(self, queries: np.ndarray) -> np.ndarray:
-        similarities = queries @ self._samples.T
+        similarities = queries @ self._rows.T
         return np.maximum.reduceat(similarities, self._starts, axis=1)
 
     def _shortlists(self, queries: np.ndarray, depth: int) -> list[Shortlist]:
@@ -227,43 +276,49 @@ class Matcher:
                 shortlists.append((ranked, row[ranked]))
                 continue
             best = np.full(len(numbers), -np.inf, dtype=np.float32)
-            np.maximum.at(best, owner, self._samples[rows] @ query)
+            np.maximum.at(best, owner, self._rows[rows] @ query)
             # numbers is ascending, so a stable sort breaks ties by identity as exact does.
             order = np.argsort(-best, kind="stable")
             shortlists.append((numbers[order], best[order]))
         return shortlists
-
-    def _assign(self, shortlists: list[Shortlist]) -> dict[int, int]:
-        faces = np.concatenate([np.full(len(numbers), face, dtype=np.intp)
-                                for face, (numbers, _) in enumerate(shortlists)])
-        identities = np.concatenate([numbers for numbers, _ in shortlists])
-        scores = np.concatenate([scores for _, scores in shortlists])
-        above = scores >= self.threshold
-        faces, identities, scores = faces[above], identities[above], scores[above]
-        # Highest score first; ties in face then identity order.
-        order = np.lexsort((identities, faces, -scores))
-        assigned: dict[int, int] = {}
-        used: set[int] = set()
-        for k in order:
-            face, ident = int(faces[k]), int(identities[k])
-            if face not in assigned and ident not in used:
-                assigned[face] = ident
-                used.add(ident)
-        return assigned
 
     def _describe(self, numbers: np.ndarray, scores: np.ndarray) -> FaceMatch:
         candidates = tuple(Candidate(self.identities[j], score) for j, score
                            in zip(numbers[: self.top_k].tolist(), scores[: self.top_k].tolist(),
                                   strict=True))
         if not candidates:
-            return FaceMatch(None, None, "unknown", None, ())
+            return FaceMatch(None, None, UNKNOWN, None, ())
         best = candidates[0]
         margin = best.score - candidates[1].score if len(candidates) > 1 else None
-        if best.score < self.threshold:
-            return FaceMatch(None, best.score, "unknown", margin, candidates)
+        return FaceMatch(*self.tier(best, margin), margin, candidates)
+
+    def tier(self, best: Candidate, margin: float | None) -> tuple[str | None, float, str]:
+        """``(name, score, status)`` of a face whose best identity is ``best``, before the
+        other faces of its photo are looked at."""
+        if best.score < self.likely_threshold:
+            return None, best.score, UNKNOWN
         if margin is not None and margin < self.ambiguous_margin:
-            return FaceMatch(best.name, best.score, "ambiguous", margin, candidates)
-        return FaceMatch(best.name, best.score, "known", margin, candidates)
+            return best.name, best.score, AMBIGUOUS
+        if best.score >= self.threshold:
+            return best.name, best.score, KNOWN
+        return best.name, best.score, LIKELY
+
+
+def mark_conflicts(matches: list[FaceMatch]) -> list[FaceMatch]:
+    """The matches of one photo with every named face but the best of each identity marked
+    ``conflict``: one person appears once in a photo. The face with the higher score (on a tie,
+    the earlier face) keeps the status it earned; the others keep the name, so the user sees
+    whom they resemble, and are never given their second-best identity instead."""
+    keeper: dict[str, int] = {}
+    for index, match in enumerate(matches):
+        if match.name is None:
+            continue
+        current = keeper.get(match.name)
+        if current is None or (match.score or 0.0) > (matches[current].score or 0.0):
+            keeper[match.name] = index
+    return [match if match.name is None or keeper[match.name] == index
+            else dataclasses.replace(match, status=CONFLICT)
+            for index, match in enumerate(matches)]
 
 
 def _best_first(row: np.ndarray, depth: int) -> np.ndarray:

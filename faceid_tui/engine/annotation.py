@@ -13,14 +13,18 @@ import numpy as np
 
 from faceid_tui.fsutil import atomic_write_bytes, atomic_write_text
 
-#: BGR colours by match status: green named, amber unsure, red unknown.
+#: BGR colours by match status: green named, yellow likely, amber unsure, red unknown.
 STATUS_COLOURS = {
     "known": (60, 180, 75),
     "confirmed": (60, 180, 75),
+    "likely": (0, 225, 225),
     "ambiguous": (0, 190, 255),
+    "conflict": (200, 60, 200),
     "unknown": (60, 60, 230),
     "rejected": (128, 128, 128),
 }
+#: Statuses whose name is a suggestion: drawn with a question mark after it.
+TENTATIVE_STATUSES = frozenset({"likely", "ambiguous", "conflict"})
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,8 @@ def draw_annotations(image_rgb: np.ndarray, labels: list[FaceLabel], *,
             colour = (255, 255, 255)
         cv2.rectangle(canvas, (x, y), (x + w, y + h), colour, thickness)
         name = label.name if label.name else "unknown"
+        if label.name and label.status in TENTATIVE_STATUSES:
+            name += "?"
         text = f"{number} {name}" + (f" {label.score:.2f}" if label.score is not None else "")
         if numbers_only:
             text = str(number)

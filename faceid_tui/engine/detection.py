@@ -14,6 +14,9 @@ knows every detector by name is :mod:`detectors`.
   7,701 images and the CNN finds one in each: the accurate mode's 10-fold accuracy goes from
   0.9880 to 0.9917 (``faceid eval lfw ../shared/lfw --embedder facenet+dlib [--detector
   hog]``; README, Accuracy).
+* ``hog,cnn`` — the accurate mode's default since the group-photo measurements (issue 12):
+  portraits as ``hog``, every other photo searched for faces from 18 px
+  (:func:`small_face_options`) plus the CNN; see :mod:`detectors`.
 
 Every detector returns :class:`DetectedBox` objects in ``(x, y, w, h)`` pixels of the image it
 was given, clipped to the image; landmarks are found afterwards by :mod:`alignment`, on that
@@ -36,7 +39,8 @@ fourteenth of the photo's height is still a face in a crowd; smaller ones need `
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import cv2
@@ -62,6 +66,25 @@ AUTO_MIN_FACE_FRACTION = 0.075
 #: photos): past it the cost grows with s² while HOG searches interpolated blur. A smaller
 #: ``min_face_size`` still filters boxes; finding such faces takes an explicit ``upsample``.
 MAX_AUTO_SCALE = 2.0
+
+#: The smallest face (px) the default detector (``hog,cnn``, :mod:`detectors`) looks for with
+#: HOG, whatever the photo's size: group shots have faces of 17–37 px (office_warehouse_cast,
+#: infinity_war_wakanda in ../shared/faces/groups), which a share of the short side cannot
+#: reach (2–5 % there, while 7.5 % keeps LFW at 40 px). 20 px is the floor of what the
+#: 5-point alignment and a 160-px chip still make a face of. 18, not 20: searched at 4×, HOG's
+#: smallest window (80 px) gives 19-px boxes, which a minimum of 20 would drop (4 of the 16
+#: faces of office_warehouse_cast); the scale stays at its cap of 4.
+SMALL_FACE_MIN_SIZE = 18
+#: How far the small-face search magnifies: 4 is dlib's upsample 2, what the annotations of the
+#: 19–37 px faces were found with (MANIFEST.md, ``dlib_hog_up2``).
+SMALL_FACE_MAX_SCALE = 4.0
+#: The most pixels the small-face search looks at: the work is bounded by it, not by the photo.
+#: 16 Mpx is a 1280×720 photo magnified 4× (every dev group photo is searched for 20-px faces);
+#: a 12-Mpx photo is searched at 1.15× (faces from 69 px), a 2880×2160 one at 1.6× (from 50
+#: px), a 1440×1080 one at 2.3× (from 35 px). On the 11 dev group photos the HOG pass then
+#: costs about the same at 1080p, 4K and 12 Mpx (1.9–2.0 CPU s a photo), recall 0.90–0.92
+#: (benchmarks/detector_recall.py --big); 8 Mpx halves the cost on big photos.
+SMALL_FACE_MAX_SEARCH_PIXELS = 16_000_000
 
 
 @dataclass(frozen=True)
@@ -95,6 +118,9 @@ class DetectorOptions:
 
     upsample: int | None = None
     min_face_size: int | None = None
+    #: The most an automatic search magnifies the photo (:data:`MAX_AUTO_SCALE` unless a
+    #: detector looks for smaller faces: :data:`SMALL_FACE_MAX_SCALE`).
+    max_scale: float = MAX_AUTO_SCALE
     #: When set, an automatic search never looks at more pixels than this: the photo is
     #: shrunk further, and faces below the size that then remains findable are not looked for.
     max_search_pixels: int | None = None
@@ -117,11 +143,26 @@ class DetectorOptions:
 
     def scale(self, image: np.ndarray | None = None) -> float:
         """The factor the photo is resized by before an automatic search."""
-        scale = min(SMALLEST_FACE_AT_SCALE_1 / max(1, self.min_face_for(image)), MAX_AUTO_SCALE)
+        scale = min(SMALLEST_FACE_AT_SCALE_1 / max(1, self.min_face_for(image)), self.max_scale)
         if self.max_search_pixels is not None and image is not None:
             pixels = image.shape[0] * image.shape[1]
             scale = min(scale, (self.max_search_pixels / max(1, pixels)) ** 0.5)
         return scale
+
+
+def small_face_options(options: DetectorOptions) -> DetectorOptions:
+    """``options`` for the small-face search: the automatic minimum becomes
+    :data:`SMALL_FACE_MIN_SIZE` px, magnified up to :data:`SMALL_FACE_MAX_SCALE` and within
+    :data:`SMALL_FACE_MAX_SEARCH_PIXELS` (a tighter ``max_search_pixels`` stays). An explicit
+    ``upsample`` or ``min_face_size`` is kept: the user asked for that search."""
+    if options.upsample is not None:
+        return options
+    cap = SMALL_FACE_MAX_SEARCH_PIXELS
+    if options.max_search_pixels is not None:
+        cap = min(cap, options.max_search_pixels)
+    min_face = options.min_face_size if options.min_face_size is not None else SMALL_FACE_MIN_SIZE
+    return replace(options, min_face_size=min_face, max_scale=SMALL_FACE_MAX_SCALE,
+                   max_search_pixels=cap)
 
 
 class Detector(Protocol):
@@ -146,10 +187,11 @@ def plan_search(image: np.ndarray, options: DetectorOptions) -> _SearchPlan:
     if options.upsample is not None:
         return _SearchPlan(image, options.upsample)
     scale = options.scale(image)
-    if scale >= 2.0:
-        # dlib's own doubling costs what a cv2 resize does and keeps the boxes of the old
-        # default (upsample 1) for small photos.
-        return _SearchPlan(image, 1)
+    doublings = round(math.log2(scale)) if scale >= 2.0 else 0
+    if doublings and scale == 2.0 ** doublings:
+        # dlib's own doubling costs what a cv2 resize does and keeps the boxes of dlib's
+        # upsample 1 and 2 (those the annotations of ../shared/faces were made with).
+        return _SearchPlan(image, doublings)
     if scale == 1.0:
         return _SearchPlan(image, 0)
     height, width = image.shape[:2]

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from faceid_tui.bank.identity_bank import IdentityBank
-from faceid_tui.bank.matching import FaceMatch, Matcher
+from faceid_tui.bank.matching import AMBIGUOUS, CONFLICT, KNOWN, LIKELY, FaceMatch, Matcher
 from faceid_tui.engine.annotation import FaceLabel, write_annotated
 from faceid_tui.engine.decode import load_rgb
 from faceid_tui.engine.pipeline import Pipeline
@@ -52,9 +52,16 @@ class FaceView:
     name: str | None
     score: float | None
     margin: float | None
-    status: str  # known | ambiguous | unknown | confirmed | rejected | unknown (decided)
+    #: A suggestion (one of bank.matching.TIERS) or a decision (confirmed | rejected | unknown)
+    status: str
     decided: bool
     candidates: tuple[str, ...] = ()
+
+
+def shown_name(face: FaceView) -> str:
+    """The name as the photo list shows it: a suggestion short of ``known`` ends in "?"."""
+    tentative = not face.decided and face.status in (LIKELY, AMBIGUOUS, CONFLICT)
+    return f"{face.name}?" if tentative else str(face.name)
 
 
 @dataclass(frozen=True)
@@ -240,8 +247,7 @@ class TriageSession:
             views = []
             for photo in self.ledger.photos():
                 faces = self.faces(photo.sha256) if photo.state in (REVIEW, REVIEWED) else []
-                names = tuple(f.name for f in faces
-                              if f.name and f.status in ("known", "ambiguous", CONFIRMED))
+                names = tuple(shown_name(f) for f in faces if f.name)
                 scores = [f.score for f in faces if f.score is not None]
                 views.append(PhotoView(photo.sha256, photo.path, photo.state, len(faces), names,
                                        max(scores) if scores else None, photo.error))
@@ -290,7 +296,7 @@ class TriageSession:
     def confirm_all_known(self, sha: str) -> int:
         count = 0
         for face in self.faces(sha):
-            if not face.decided and face.status == "known":
+            if not face.decided and face.status == KNOWN:
                 self.confirm(face.face_id)
                 count += 1
         return count
