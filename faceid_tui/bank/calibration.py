@@ -21,8 +21,8 @@ import numpy as np
 
 from faceid_tui.bank.thresholds import (
     DEFAULT_FPIR,
-    STRANGER_MODELS,
     ThresholdChoice,
+    effective_comparisons,
     far_for_fpir,
     open_set_threshold,
 )
@@ -87,9 +87,7 @@ def calibrate(names: list[str], samples: np.ndarray, model_id: str,
 
     identities = len(set(names))
     curve = open_set_threshold(model_id, identities, count, fpir)
-    model = STRANGER_MODELS.get(model_id)
-    comparisons = model.comparisons(identities, count) if model else count
-    far = far_for_fpir(fpir, max(1, round(comparisons)))
+    far = far_for_fpir(fpir, max(1, round(effective_comparisons(model_id, identities, count))))
     needed = int(np.ceil(MIN_IMPOSTORS_ABOVE / far))
     notes: list[str] = []
     bank_threshold = None

@@ -494,12 +494,9 @@ def write_det_plot(path: Path, result: IdentificationEvaluation, title: str) -> 
     axes.set_title(title, fontsize=9)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend()
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    plt.close(figure)
-    atomic_write_bytes(Path(path), buffer.getvalue())
-    return Path(path)
+    from faceid_tui.engine.plots import save_png
+
+    return save_png(figure, path)
 
 
 # -- annotated group photos ---------------------------------------------------------------------

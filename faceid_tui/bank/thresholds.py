@@ -173,6 +173,13 @@ class ThresholdChoice:
         return {"value": round(self.value, 4), "source": self.source, "detail": self.detail}
 
 
+def effective_comparisons(model_id: str, identities: int, samples: int) -> float:
+    """How many independent comparisons a stranger gets against this bank: the model's
+    measured :class:`StrangerModel`, else one per sample."""
+    model = STRANGER_MODELS.get(model_id)
+    return model.comparisons(identities, samples) if model else float(samples)
+
+
 def open_set_threshold(model_id: str, identities: int, samples: int,
                        fpir: float = DEFAULT_FPIR) -> ThresholdChoice:
     """The ``known`` threshold that keeps FPIR at ``fpir`` for a bank of ``identities`` people
@@ -181,7 +188,7 @@ def open_set_threshold(model_id: str, identities: int, samples: int,
     model = STRANGER_MODELS.get(model_id)
     if model is None or model_id not in IMPOSTOR_CURVES:
         return curve_threshold(model_id, samples, fpir)
-    comparisons = model.comparisons(identities, samples)
+    comparisons = effective_comparisons(model_id, identities, samples)
     curve = IMPOSTOR_CURVES[model_id]
     far = far_for_fpir(fpir, max(1, round(comparisons)))
     value, measured = curve.threshold_at(far)

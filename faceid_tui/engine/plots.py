@@ -59,9 +59,16 @@ def write_evaluation_plot(path: Path, scores: np.ndarray, same: np.ndarray, titl
     histogram.set_title("scores")
     histogram.legend()
     figure.suptitle(title)
-    figure.tight_layout()
+    return save_png(figure, path)
+
+
+def save_png(figure: object, path: Path) -> Path:
+    """Lay out ``figure``, write it as a PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()  # type: ignore[attr-defined]
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    plt.close(figure)
+    figure.savefig(buffer, format="png", dpi=110)  # type: ignore[attr-defined]
+    plt.close(figure)  # type: ignore[arg-type]
     atomic_write_bytes(Path(path), buffer.getvalue())
     return Path(path)
