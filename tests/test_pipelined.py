@@ -14,6 +14,7 @@ import pytest
 
 from faceid_tui.bank.matching import Matcher
 from faceid_tui.engine.decode import is_image_name, load_rgb
+from faceid_tui.engine.photo_feed import PhotoFeed
 from faceid_tui.engine.pipeline import Pipeline
 
 
@@ -49,6 +50,49 @@ def test_pipelined_and_naive_paths_agree(pipeline: Pipeline, faces_dir: Path,
             [m.name for m in matcher.match_photo(want)]
         compared_faces += len(expected)
     assert compared_faces >= 80  # 67 portraits + the group photos' faces
+
+
+@pytest.mark.parametrize("workers", [2, 0], ids=["detect processes", "in process"])
+def test_a_stream_takes_arrivals_while_it_runs_and_never_holds_results_back(
+        pipeline: Pipeline, identity_photos, workers: int) -> None:
+    photos = [paths[0] for paths in identity_photos.values()][:6]
+    feed = PhotoFeed(photos[:3])
+    seen: list[Path] = []
+    before = pipeline.worker_photos
+    for result in (r for chunk in pipeline.stream(feed, workers=workers, chunk_size=64)
+                   for r in chunk):
+        assert result.error is None and len(result.faces) == 1
+        assert result.faces[0].embedding is not None
+        seen.append(result.path)
+        # The chunk (64) never fills: results come when the feed runs dry, not at 64. Each
+        # arrival joins the same run; closing the feed ends it once drained.
+        if len(seen) == 3:
+            for path in photos[3:]:
+                feed.put(path)
+            feed.close()
+    assert seen == photos
+    assert pipeline.worker_photos - before == (len(photos) if workers else 0)
+
+
+def test_a_stop_request_ends_a_stream_that_waits_for_photos(pipeline: Pipeline,
+                                                            identity_photos) -> None:
+    feed = PhotoFeed([identity_photos["Juanes"][0]])  # never closed: only a stop ends it
+    results: list[object] = []
+    done_at: list[float] = []
+
+    def stop() -> bool:
+        if results and not done_at:
+            done_at.append(time.monotonic())
+        return bool(done_at) and time.monotonic() - done_at[0] > 0.5
+
+    for result in (r for chunk in pipeline.stream(feed, workers=2, should_stop=stop)
+                   for r in chunk):
+        results.append(result)
+    assert len(results) == 1  # the one photo, then the idle stream noticed the stop
+    assert time.monotonic() - done_at[0] < 10
+    feed.close()
+    with pytest.raises(RuntimeError):
+        feed.put(identity_photos["Juanes"][1])
 
 
 def test_a_stop_request_ends_a_parallel_run_early(pipeline: Pipeline, identity_photos) -> None:

@@ -55,3 +55,47 @@ def test_bank_screen(snap_compare, triage_app: FaceIdApp, size: tuple[int, int])
         await pilot.pause(0.5)
 
     assert snap_compare(triage_app, terminal_size=size, run_before=open_bank)
+
+
+@pytest.fixture
+def empty_app(tmp_path: Path, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch):
+    """The first run: no photo in the inbox, nobody in the bank (run from the folder that
+    holds them, as `make run` does, so the paths shown are short and stable)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "inbox").mkdir()
+    app = FaceIdApp(make_session(tmp_path, pipeline), images="none", watch=False)
+    yield app
+    app.session.close()
+
+
+def test_first_run_with_an_empty_bank(snap_compare, empty_app: FaceIdApp) -> None:
+    async def ready(pilot: Pilot) -> None:
+        await wait_for(pilot, lambda: "FaceNet" in empty_app.model_state)
+
+    assert snap_compare(empty_app, terminal_size=(80, 24), run_before=ready)
+
+
+def test_first_run_with_people_enrolled(snap_compare, tmp_path: Path, pipeline: Pipeline,
+                                        identity_photos, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    seed_bank(tmp_path, identity_photos, "kit_harington", "rose_leslie")
+    (tmp_path / "inbox").mkdir()
+    app = FaceIdApp(make_session(tmp_path, pipeline), images="none", watch=False)
+
+    async def ready(pilot: Pilot) -> None:
+        await wait_for(pilot, lambda: "FaceNet" in app.model_state)
+
+    try:
+        assert snap_compare(app, terminal_size=(80, 24), run_before=ready)
+    finally:
+        app.session.close()
+
+
+def test_photo_list_filtered_to_errors(snap_compare, triage_app: FaceIdApp) -> None:
+    async def filtered(pilot: Pilot) -> None:
+        await wait_for(pilot, lambda: processed(triage_app))
+        # all → to review → known → likely/ambiguous → unknown → errors
+        await pilot.press("f", "f", "f", "f", "f")
+        await pilot.pause(0.5)
+
+    assert snap_compare(triage_app, terminal_size=(80, 24), run_before=filtered)

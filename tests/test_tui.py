@@ -170,3 +170,28 @@ async def test_a_broken_model_file_is_reported_not_hidden(tmp_path: Path, pipeli
         await wait_for(pilot, lambda: app.model_state.startswith("stopped"))
         assert "corrupt" in app.model_state
     session.close()
+
+
+async def test_the_import_key_enrols_a_folder_of_people_and_rematches_the_queue(
+        tmp_path: Path, pipeline: Pipeline, identity_photos) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    shutil.copy2(identity_photos["Juanes"][0], inbox / "juanes.jpg")
+    people = tmp_path / "people"
+    for name in ("Juanes", "Jon_Voight"):
+        (people / name).mkdir(parents=True)
+        for photo in identity_photos[name][1:]:
+            shutil.copy2(photo, people / name / photo.name)
+    (people / ".hidden").mkdir()  # ignored, as in id_bank/
+    app = FaceIdApp(make_session(tmp_path, pipeline), images="none", watch=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: states(app).get("juanes.jpg", ("",))[0] == "to review")
+        assert app.triage.query_one("#hint").display  # the empty bank says how to fill it
+        sha = app.session.photos()[0].sha256
+        assert app.session.faces(sha)[0].status == "unknown"
+        await pilot.press("i", *str(people), "enter")
+        await wait_for(pilot, lambda: app.session.faces(sha)[0].status == "known")
+        assert {i.name for i in app.session.bank.identities()} == {"Juanes", "Jon_Voight"}
+        assert len(list((tmp_path / "id_bank/Juanes").iterdir())) == 2
+        await wait_for(pilot, lambda: not app.triage.query_one("#hint").display)
+        assert "Juanes" in app.triage.photo_list.get_cell(sha, 4)

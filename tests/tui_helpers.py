@@ -34,7 +34,13 @@ async def wait_for(pilot: Pilot, condition: Callable[[], bool], timeout: float =
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError("the app did not reach the expected state in time")
+            app = pilot.app
+            failed = [f"{w.name}: {w.error!r}" for w in app.workers if w.error]
+            raise AssertionError(
+                "the app did not reach the expected state in time (models: "
+                f"{getattr(app, 'model_state', '?')}; photos: "
+                f"{getattr(getattr(app, 'session', None), 'counts', dict)()}; "
+                f"failed workers: {failed or 'none'})")
         await pilot.pause(0.1)
     await pilot.pause(0.2)
 

@@ -21,8 +21,21 @@ from pathlib import Path
 from faceid_tui.engine.detection import DetectorOptions
 from faceid_tui.engine.face_finder import FaceFinder, PhotoResult
 from faceid_tui.engine.models import ModelStore
+from faceid_tui.engine.photo_feed import END, FeedEnd, PhotoFeed
 
 _WORKER: FaceFinder | None = None  # this worker process's own
+#: How long an idle stream waits for a new photo before it checks for cancellation again.
+IDLE_WAIT_S = 0.2
+
+
+def prepare_for_workers() -> None:
+    """Start multiprocessing's resource tracker now, while ``sys.stderr`` is still the real
+    one. A full-screen UI (Textual) replaces it with an object whose ``fileno()`` is -1, and a
+    tracker started later, when the first pool spawns, then fails with "bad value(s) in
+    fds_to_keep". Call it before such a UI starts."""
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
 
 
 def _start_worker(detector: str, options: DetectorOptions, embedder: str,
@@ -76,6 +89,8 @@ class DetectPool:
     def __init__(self, workers: int, detector: str, options: DetectorOptions, embedder: str,
                  models_dir: Path) -> None:
         self.workers = workers
+        #: Photos this pool's processes found faces in (not counting any done here instead).
+        self.worker_results = 0
         self._executor = ProcessPoolExecutor(
             workers, mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker, initargs=(detector, options, embedder, str(models_dir)))
@@ -88,33 +103,68 @@ class DetectPool:
         bounds memory; a window of a few batches keeps every worker busy while the caller
         embeds). If a worker dies (a native crash in a decoder or dlib), the photos still in
         flight and the rest go to ``on_broken`` in this process instead."""
+
+        def take(_timeout: float) -> Path | FeedEnd:
+            path = next(paths, None)
+            return END if path is None else Path(path)
+
+        for result in self._map(take, fallback_center, keep_images, window, should_stop,
+                                on_broken):
+            if result is not None:
+                yield result
+
+    def map_feed(self, feed: PhotoFeed, *, fallback_center: bool, keep_images: bool,
+                 window: int, should_stop: Callable[[], bool] | None = None,
+                 on_broken: Callable[[Path], PhotoResult] | None = None
+                 ) -> Iterator[PhotoResult | None]:
+        """Like :meth:`map_ordered` for a feed that grows while it runs; yields None whenever
+        nothing is in flight and nothing waits (the caller may flush what it holds), until
+        the feed is closed and drained or ``should_stop`` says so."""
+        yield from self._map(feed.take, fallback_center, keep_images, window, should_stop,
+                             on_broken)
+
+    def _map(self, take: Callable[[float], Path | FeedEnd | None], fallback_center: bool,
+             keep_images: bool, window: int, should_stop: Callable[[], bool] | None,
+             on_broken: Callable[[Path], PhotoResult] | None
+             ) -> Iterator[PhotoResult | None]:
         pending: deque[tuple[Path, Future | None]] = deque()  # None: not sent to a worker
         broken = False
+        ended = False
 
-        def top_up() -> None:
-            nonlocal broken
-            while len(pending) < window:
-                path = next(paths, None)
+        def top_up(wait: float) -> None:
+            nonlocal broken, ended
+            while not ended and len(pending) < window:
+                # Wait only when idle: finished results must not wait for new arrivals.
+                path = take(0.0 if pending else wait)
+                if path is END:
+                    ended = True
+                    return
                 if path is None:
                     return
+                assert isinstance(path, Path)
                 future = None
                 if not broken:
                     try:
-                        future = self._executor.submit(_find_in_worker, Path(path),
+                        future = self._executor.submit(_find_in_worker, path,
                                                        fallback_center, keep_images)
                     except BrokenProcessPool:
                         broken = True
-                pending.append((Path(path), future))
+                pending.append((path, future))
 
-        top_up()
-        while pending:
+        top_up(IDLE_WAIT_S)
+        while pending or not ended:
             if should_stop and should_stop():
                 return
+            if not pending:
+                yield None  # idle
+                top_up(IDLE_WAIT_S)
+                continue
             path, future = pending.popleft()
             result = None
             if future is not None:
                 try:
                     result = future.result()
+                    self.worker_results += 1
                 except BrokenProcessPool:
                     broken = True
             if result is None:
@@ -122,7 +172,7 @@ class DetectPool:
                     raise BrokenProcessPool(f"a detect worker died before {path} was read")
                 result = on_broken(path)
             yield result
-            top_up()
+            top_up(IDLE_WAIT_S)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)

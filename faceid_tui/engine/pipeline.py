@@ -10,6 +10,7 @@ bank) stay instant. A photo that cannot be read becomes a :class:`PhotoResult` w
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
@@ -18,12 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from faceid_tui.engine.alignment import Aligner
-from faceid_tui.engine.detect_pool import DetectPool
+from faceid_tui.engine.detect_pool import IDLE_WAIT_S, DetectPool
 from faceid_tui.engine.detection import Detector, DetectorOptions
 from faceid_tui.engine.embedders import AUTO, create_embedder, embedder_entry
 from faceid_tui.engine.embedding import Embedder, EmbedderOptions, available_cores
 from faceid_tui.engine.face_finder import FaceFinder, FaceResult, PhotoResult
 from faceid_tui.engine.models import ModelStore
+from faceid_tui.engine.photo_feed import END, PhotoFeed
 
 #: Photos whose chips are embedded together; bounds memory on long runs.
 DEFAULT_CHUNK = 64
@@ -56,6 +58,14 @@ class Pipeline:
                                  self.options.embedder)
         self._embedder: Embedder | None = None
         self._load_lock = threading.Lock()
+        self._pools: list[DetectPool] = []  # those of runs under way, for worker_photos
+        self._finished_pool_photos = 0
+
+    @property
+    def worker_photos(self) -> int:
+        """Photos whose faces detect processes found, over every run of this pipeline (how a
+        caller can tell the parallel path was taken)."""
+        return self._finished_pool_photos + sum(pool.worker_results for pool in self._pools)
 
     # -- lazily loaded parts --------------------------------------------------------------
     @property
@@ -156,8 +166,7 @@ class Pipeline:
         _ = self.embedder  # load FaceNet while the workers start
         # Decoded images are large: keep fewer photos in flight when the caller wants them.
         window = chunk_size + 4 * workers if not keep_images else 2 * workers + 2
-        with DetectPool(workers, self.options.detector, self.options.detector_options,
-                        self.options.embedder, self.models.folder) as pool:
+        with self._detect_pool(workers) as pool:
             found = pool.map_ordered(
                 iter(paths), fallback_center=fallback_center, keep_images=keep_images,
                 window=window, should_stop=should_stop,
@@ -165,17 +174,73 @@ class Pipeline:
             yield from self._embedded_chunks(found, chunk_size,
                                              keep_chips)
 
-    def _embedded_chunks(self, found: Iterator[PhotoResult], chunk_size: int,
+    def stream(self, feed: PhotoFeed, *, fallback_center: bool = False,
+               chunk_size: int = DEFAULT_CHUNK, should_stop: Callable[[], bool] | None = None,
+               workers: int | None = None) -> Iterator[list[PhotoResult]]:
+        """Like :meth:`run` for photos that keep arriving, one chunk at a time: one long run
+        over ``feed`` (the detect processes start once), each chunk yielded as soon as it is
+        embedded — a chunk is cut short whenever the feed runs dry, so the last photos of a
+        drop never wait for the next. Ends when the feed is closed and drained, or
+        ``should_stop``. ``workers``: as for :meth:`run`, but None means one process per core
+        whatever the count (a stream has no length to judge by)."""
+        if workers is None:
+            workers = self.options.detect_workers
+        if workers is None:
+            cores = available_cores()
+            workers = cores if cores > 1 else 0
+        if workers > 0:
+            _ = self.embedder  # load the networks while the workers start
+            with self._detect_pool(workers) as pool:
+                found = pool.map_feed(
+                    feed, fallback_center=fallback_center, keep_images=False,
+                    window=chunk_size + 4 * workers, should_stop=should_stop,
+                    on_broken=lambda path: self.finder.find(path, fallback_center, False))
+                yield from self._chunks(found, chunk_size, keep_chips=False)
+            return
+
+        def found_here() -> Iterator[PhotoResult | None]:
+            while not (should_stop and should_stop()):
+                path = feed.take(0.0)
+                if path is None:
+                    yield None  # dry: embed what is held
+                    path = feed.take(IDLE_WAIT_S)
+                if path is END:
+                    return
+                if path is not None:
+                    yield self.finder.find(Path(path), fallback_center, False)
+
+        yield from self._chunks(found_here(), chunk_size, keep_chips=False)
+
+    @contextlib.contextmanager
+    def _detect_pool(self, workers: int) -> Iterator[DetectPool]:
+        with DetectPool(workers, self.options.detector, self.options.detector_options,
+                        self.options.embedder, self.models.folder) as pool:
+            self._pools.append(pool)
+            try:
+                yield pool
+            finally:
+                self._pools.remove(pool)
+                self._finished_pool_photos += pool.worker_results
+
+    def _embedded_chunks(self, found: Iterator[PhotoResult | None], chunk_size: int,
                          keep_chips: bool) -> Iterator[PhotoResult]:
         """The photos of ``found``, in order, each chunk's faces embedded in one call."""
+        for chunk in self._chunks(found, chunk_size, keep_chips):
+            yield from chunk
+
+    def _chunks(self, found: Iterator[PhotoResult | None], chunk_size: int,
+                keep_chips: bool) -> Iterator[list[PhotoResult]]:
+        """:meth:`_embedded_chunks` a chunk at a time; a None from ``found`` (its source ran
+        dry) ends the chunk early."""
         chunk: list[PhotoResult] = []
         for result in found:
-            chunk.append(result)
-            if len(chunk) >= chunk_size:
-                yield from self._finish_chunk(chunk, keep_chips)
+            if result is not None:
+                chunk.append(result)
+            if chunk and (result is None or len(chunk) >= chunk_size):
+                yield self._finish_chunk(chunk, keep_chips)
                 chunk = []
         if chunk:
-            yield from self._finish_chunk(chunk, keep_chips)
+            yield self._finish_chunk(chunk, keep_chips)
 
     def _finish_chunk(self, chunk: list[PhotoResult], keep_chips: bool) -> list[PhotoResult]:
         self.embed_faces([face for result in chunk for face in result.faces])

@@ -3,15 +3,23 @@ the ledger, processes them through the pipeline, matches faces against the bank,
 user's decisions (enrolling confirmed faces), undoes them, rescores at a new threshold, and
 writes annotated copies when a photo is fully decided.
 
+The session keeps what the app shows in memory — every photo's row and view, the faces and
+their matches, the count of photos in each state — and changes only what an event touches: a
+processed photo, a decision, a re-match after the bank changed (one matrix product over every
+pending face). So a list of 10⁴–10⁵ photos costs the app nothing per refresh; the ledger
+(SQLite) stays the record, read back whole only at start and after edits made elsewhere.
+
 Every method is safe to call from a worker thread; one lock serialises them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from faceid_tui.bank.identity_bank import IdentityBank
+from faceid_tui.bank.importing import import_people, import_photo
 from faceid_tui.bank.matching import AMBIGUOUS, CONFLICT, KNOWN, LIKELY, FaceMatch, Matcher
 from faceid_tui.engine.annotation import FaceLabel, write_annotated
 from faceid_tui.engine.decode import load_rgb
+from faceid_tui.engine.face_finder import PhotoResult
+from faceid_tui.engine.photo_feed import PhotoFeed
 from faceid_tui.engine.pipeline import Pipeline
 from faceid_tui.errors import FaceIdError
 from faceid_tui.fsutil import remove_stale_temp_files, sha256_file
@@ -64,6 +75,15 @@ def shown_name(face: FaceView) -> str:
     return f"{face.name}?" if tentative else str(face.name)
 
 
+def _as_shown(matches: list[FaceMatch]) -> list[tuple[object, ...]]:
+    """What the screen shows of a photo's matches. Scores are rounded: a product over a bank
+    of another shape gives the same scores to within float rounding, not bit for bit, and
+    that must not count as a change (it would mark every row after each new name)."""
+    return [(m.name, m.status, None if m.score is None else round(m.score, 3),
+             None if m.margin is None else round(m.margin, 3),
+             tuple(c.name for c in m.candidates)) for m in matches]
+
+
 @dataclass(frozen=True)
 class PhotoView:
     sha256: str
@@ -73,6 +93,10 @@ class PhotoView:
     names: tuple[str, ...]
     best_score: float | None
     error: str | None
+    #: Arrival order (the ledger's sequence): the list's "by time" order.
+    seq: int = 0
+    #: The tier of every face still undecided, in face order (what the list's filters read).
+    pending: tuple[str, ...] = ()
 
 
 @dataclass
@@ -92,29 +116,124 @@ class TriageSession:
         self.paths.inbox = Path(paths.inbox).absolute()
         self._lock = threading.RLock()
         self._matcher: Matcher | None = None
-        self._matches: dict[str, list[FaceMatch]] = {}
         self._threshold_override: float | None = None  # set by the user's +/- keys
         self.errors = 0
+        # In-memory mirror of the ledger (see the module docstring).
+        self._photos: dict[str, PhotoRow] = {}  # arrival order
+        self._seq: dict[str, int] = {}
+        self._face_rows: dict[str, list[FaceRow]] = {}
+        self._matches: dict[str, list[FaceMatch]] = {}
+        self._views: dict[str, PhotoView] = {}
+        self._counts: Counter[str] = Counter()
+        self._feed: PhotoFeed | None = None  # the running stream's, while one runs
+        self._in_flight: dict[Path, str] = {}
+        self._last_seq = 0
+        self._stale = False  # the bank changed since the pending faces were matched
+        self._identity_count: int | None = None
+        self._outputs_due: set[str] = set()  # photos a decision completed (finish_deferred)
+        #: The photos whose names or tiers the latest re-match changed.
+        self.renamed: set[str] = set()
+        self._reload()
 
     def close(self) -> None:
         self.ledger.close()
         self.bank.close()
 
+    # -- the in-memory mirror -------------------------------------------------------------
+    def _reload(self) -> None:
+        """Read every photo and face back from the ledger (at start, after outside edits)."""
+        with self._lock:
+            self._photos.clear()
+            self._seq.clear()
+            self._counts.clear()
+            self._last_seq = 0
+            self._views.clear()
+            for row in self.ledger.photos():
+                self._put_row(row, build=False)  # views are built on first read
+            self._face_rows = {}
+            for face in self.ledger.faces():
+                self._face_rows.setdefault(face.photo_sha, []).append(face)
+            self._matches.clear()
+            self._views.clear()
+            self._stale = False
+            self._identity_count = None
+
+    def _put_row(self, row: PhotoRow, *, build: bool = True) -> None:
+        """Set a photo's row; ``build``: its view too, at once (else the caller does, or the
+        next reader). A view is replaced, never removed first, so readers without the lock
+        always find one."""
+        old = self._photos.get(row.sha256)
+        if old is not None:
+            self._counts[old.state] -= 1
+        else:
+            self._last_seq += 1
+            self._seq[row.sha256] = self._last_seq
+        self._photos[row.sha256] = row
+        self._counts[row.state] += 1
+        if build:
+            self._refresh_views([row.sha256])
+
+    def _refresh_views(self, shas: list[str]) -> None:
+        """Build these photos' views again, matching those with faces in one product."""
+        shas = [sha for sha in shas if sha in self._photos]
+        self._match_missing([sha for sha in shas
+                             if self._photos[sha].state in (REVIEW, REVIEWED)])
+        for sha in shas:
+            self._views[sha] = self._build_view(sha)
+
+    def _drop_row(self, sha: str) -> None:
+        old = self._photos.pop(sha, None)
+        if old is not None:
+            self._counts[old.state] -= 1
+        for cache in (self._seq, self._face_rows, self._matches, self._views):
+            cache.pop(sha, None)
+
+    def _reread_photo(self, sha: str, *, build: bool = True) -> None:
+        """After a ledger change to one photo: its row and faces from the ledger again, and
+        its view (unless ``build`` is False: the caller builds many at once)."""
+        row = self.ledger.photo(sha)
+        if row is None:
+            self._drop_row(sha)
+            return
+        self._put_row(row, build=False)
+        self._face_rows[sha] = self.ledger.faces(sha)
+        self._matches.pop(sha, None)
+        if build:
+            self._refresh_views([sha])
+
+    def counts(self) -> dict[str, int]:
+        """Photos in each state (queued, processing, to review, reviewed, error): kept as
+        events happen, never recounted."""
+        # Read without the lock: the status line asks on every refresh, and must not wait
+        # for a chunk being stored or a re-match (copying the dict is atomic in CPython).
+        return {state: count for state, count in dict(self._counts).items() if count}
+
     # -- intake ---------------------------------------------------------------------------
     def register(self, path: Path) -> str | None:
         """Hash a complete inbox file and queue it; None when that content is known already
-        (or the file vanished)."""
+        (or the file vanished). A running stream takes it at once."""
         path = Path(path).absolute()
         try:
             digest = sha256_file(path)
         except OSError:
             return None
         with self._lock:
-            return digest if self.ledger.add_photo(str(path), digest) else None
+            replaced = self._in_flight.get(path)
+            if not self.ledger.add_photo(str(path), digest):
+                return None
+            if replaced and replaced != digest and not self.ledger.paths_of(replaced):
+                # The file was overwritten before its old content was read: that is gone.
+                self.ledger.forget_photo(replaced)
+                self._drop_row(replaced)
+            self._put_row(PhotoRow(digest, str(path), QUEUED, None, None, None))
+            if self._feed is not None:
+                self._in_flight[path] = digest
+                self._feed.put(path)
+            return digest
 
     def queued(self) -> list[PhotoRow]:
         with self._lock:
-            return self.ledger.queued()
+            return [row for row in self._photos.values() if row.state == QUEUED]
 
     # -- processing -----------------------------------------------------------------------
     def start(self, progress: Callable[[int, int], None] | None = None) -> None:
@@ -126,7 +245,7 @@ class TriageSession:
         with self._lock:
             self.ledger.requeue_other_models(self.pipeline.model_id)
             self._matcher = None
-            self._matches.clear()
+            self._reload()
 
     def process(self, photos: list[PhotoRow],
                 should_stop: Callable[[], bool] | None = None) -> list[str]:
@@ -137,36 +256,92 @@ class TriageSession:
         todo: dict[Path, str] = {}
         for photo in photos:
             path = self._existing_path(photo.sha256)
-            if path is None:
-                with self._lock:
-                    self.ledger.forget_photo(photo.sha256)
-                continue
             with self._lock:
+                if path is None:
+                    self.ledger.forget_photo(photo.sha256)
+                    self._drop_row(photo.sha256)
+                    continue
                 self.ledger.set_state(photo.sha256, PROCESSING)
+                self._put_row(dataclasses.replace(self._photos[photo.sha256], state=PROCESSING))
             todo[path] = photo.sha256
         done = []
         for result in self.pipeline.run(list(todo), should_stop=should_stop):
-            sha = todo[result.path]
-            with self._lock:
-                if result.error and not result.path.exists():
-                    self.ledger.forget_photo(sha)
-                elif result.error:
-                    self.ledger.set_state(sha, ERROR, result.error)
-                    self.errors += 1
-                else:
-                    faces = [(tuple(face.box.as_list()), face.embedding)
-                             for face in result.faces if face.embedding is not None]
-                    self.ledger.store_results(sha, result.width or 0, result.height or 0,
-                                              self.pipeline.model_id, faces)
-                    self._matches.pop(sha, None)
-                    if not faces:
-                        self._write_output(sha)
-            done.append(sha)
+            self._store(todo[result.path], result)
+            done.append(todo[result.path])
         # Anything not reached (stop asked) goes back to the queue.
         with self._lock:
             for sha in set(todo.values()) - set(done):
                 self.ledger.set_state(sha, QUEUED)
+                self._reread_photo(sha)
         return done
+
+    def process_stream(self, should_stop: Callable[[], bool],
+                       on_stored: Callable[[str], None]) -> None:
+        """Process the queue and every photo registered meanwhile in one pipelined run (the
+        detect processes and the models start once), until ``should_stop``. Results are stored
+        as each chunk of them comes (up to 64 photos, one transaction) and each photo is
+        announced with ``on_stored(sha)``. Photos wait in the ledger as ``queued`` until
+        stored, so a stop or a crash loses nothing."""
+        feed = PhotoFeed()
+        with self._lock:
+            if self._feed is not None:
+                raise RuntimeError("a processing stream is already running")
+            self._feed, self._in_flight = feed, {}
+            for row in self.queued():
+                path = self._existing_path(row.sha256)
+                if path is None:
+                    self.ledger.forget_photo(row.sha256)
+                    self._drop_row(row.sha256)
+                    on_stored(row.sha256)
+                    continue
+                self._in_flight[path] = row.sha256
+                feed.put(path)
+        try:
+            for chunk in self.pipeline.stream(feed, should_stop=should_stop):
+                for sha in self._store_chunk(chunk):
+                    on_stored(sha)
+        finally:
+            with self._lock:
+                self._feed, self._in_flight = None, {}
+            feed.close()
+
+    def _store_chunk(self, chunk: list[PhotoResult]) -> list[str]:
+        """Record a chunk of the stream's results in one transaction (one disk sync, one hold
+        of the lock per chunk, not per photo); return the photos stored."""
+        stored, faceless = [], []
+        with self._lock, self.ledger.transaction():
+            for result in chunk:
+                sha = self._in_flight.pop(result.path, None)
+                if sha is not None and self._store(sha, result, write_output=False):
+                    stored.append(sha)
+                    if not result.error and not self._face_rows.get(sha):
+                        faceless.append(sha)
+            self._refresh_views(stored)  # one product for the chunk's faces
+        for sha in faceless:  # reviewed already: nothing to decide
+            self._write_output(sha)
+        return stored
+
+    def _store(self, sha: str, result: PhotoResult, *, write_output: bool = True) -> bool:
+        """Record one photo's result; False if the photo left the ledger meanwhile."""
+        with self._lock:
+            if sha not in self._photos:
+                return False
+            if result.error and not result.path.exists():
+                self.ledger.forget_photo(sha)
+                self._drop_row(sha)
+                return True
+            if result.error:
+                self.ledger.set_state(sha, ERROR, result.error)
+                self.errors += 1
+            else:
+                faces = [(tuple(face.box.as_list()), face.embedding)
+                         for face in result.faces if face.embedding is not None]
+                self.ledger.store_results(sha, result.width or 0, result.height or 0,
+                                          self.pipeline.model_id, faces)
+            self._reread_photo(sha, build=write_output)
+            if write_output and not result.error and not self._face_rows.get(sha):
+                self._write_output(sha)
+            return True
 
     def photo_path(self, sha: str) -> Path | None:
         """A path where the photo with this content still exists, if any."""
@@ -203,68 +378,178 @@ class TriageSession:
                 self._matcher.threshold = self.threshold
             return self._matcher
 
-    def _photo_matches(self, sha: str, faces: list[FaceRow]) -> list[FaceMatch]:
-        if sha not in self._matches:
-            usable = [f for f in faces if f.model_id == self.pipeline.model_id]
-            if len(usable) != len(faces) or not faces:
+    def _usable(self, sha: str) -> list[FaceRow] | None:
+        """The photo's faces if every one can be matched (embedded by this model)."""
+        faces = self._face_rows.get(sha, [])
+        if not faces or any(f.model_id != self.pipeline.model_id for f in faces):
+            return None
+        return faces
+
+    def _match_missing(self, shas: list[str]) -> None:
+        """Match the photos among ``shas`` that have no matches yet, in one product."""
+        todo = [sha for sha in shas if sha not in self._matches]
+        usable = {sha: self._usable(sha) for sha in todo}
+        for sha in todo:
+            if usable[sha] is None:
                 self._matches[sha] = []
-            else:
-                self._matches[sha] = self.matcher.match_photo(
-                    np.stack([face.embedding for face in faces]))
-        return self._matches[sha]
+        ready = [sha for sha in todo if usable[sha] is not None]
+        if ready:
+            queries = [np.stack([face.embedding for face in usable[sha] or []])
+                       for sha in ready]
+            for sha, matches in zip(ready, self.matcher.match_photos(queries), strict=True):
+                self._matches[sha] = matches
 
     def faces(self, sha: str) -> list[FaceView]:
+        # The screen calls this on every move: when the photo is matched already, read without
+        # the lock (the caches are replaced entry by entry, never emptied while in use), so a
+        # re-match or a store running in a worker does not hold the keyboard up.
+        if sha in self._matches and self._matcher is not None:
+            return self._face_views(sha)
         with self._lock:
-            rows = self.ledger.faces(sha)
-            matches = self._photo_matches(sha, rows)
-            views = []
-            for face, match in zip(rows, matches or [None] * len(rows), strict=True):
-                candidates = tuple(c.name for c in match.candidates) if match else ()
-                if face.decision:
-                    status = face.decision
-                    name = face.decided_name
-                    score = self._score_for(face, name) if name else None
-                    views.append(FaceView(face.id, face.index + 1, face.box, name, score, None,
-                                          status, True, candidates))
-                elif match is None:
-                    views.append(FaceView(face.id, face.index + 1, face.box, None, None, None,
-                                          "unknown", False))
-                else:
-                    views.append(FaceView(face.id, face.index + 1, face.box, match.name,
-                                          match.score, match.margin, match.status, False,
-                                          candidates))
-            return views
+            self._match_missing([sha])
+            return self._face_views(sha)
+
+    def _face_views(self, sha: str) -> list[FaceView]:
+        rows = self._face_rows.get(sha, [])
+        matches = self._matches.get(sha) or [None] * len(rows)
+        views = []
+        for face, match in zip(rows, matches, strict=True):
+            candidates = tuple(c.name for c in match.candidates) if match else ()
+            if face.decision:
+                status = face.decision
+                name = face.decided_name
+                score = self._score_for(face, name) if name else None
+                views.append(FaceView(face.id, face.index + 1, face.box, name, score, None,
+                                      status, True, candidates))
+            elif match is None:
+                views.append(FaceView(face.id, face.index + 1, face.box, None, None, None,
+                                      "unknown", False))
+            else:
+                views.append(FaceView(face.id, face.index + 1, face.box, match.name,
+                                      match.score, match.margin, match.status, False,
+                                      candidates))
+        return views
 
     def _score_for(self, face: FaceRow, name: str) -> float | None:
+        if face.model_id != self.pipeline.model_id:
+            return None
         matcher = self.matcher
         if name not in matcher.identities:
             return None
-        scores = matcher.identity_scores(face.embedding[None])[0]
-        return float(scores[matcher.identities.index(name)])
+        return matcher.identity_score(face.embedding, name)
+
+    def _photo_view(self, sha: str) -> PhotoView:
+        view = self._views.get(sha)
+        if view is None:
+            view = self._views[sha] = self._build_view(sha)
+        return view
+
+    def _build_view(self, sha: str) -> PhotoView:
+        row = self._photos[sha]
+        faces = self._face_views(sha) if row.state in (REVIEW, REVIEWED) else []
+        names = tuple(shown_name(f) for f in faces if f.name)
+        scores = [f.score for f in faces if f.score is not None]
+        view = PhotoView(sha, row.path, row.state, len(faces), names,
+                         max(scores) if scores else None, row.error, self._seq.get(sha, 0),
+                         tuple(f.status for f in faces if not f.decided))
+        return view
 
     def photos(self) -> list[PhotoView]:
+        """Every photo's view, in arrival order (cached: only what changed is rebuilt)."""
+        views = [self._views.get(sha) for sha in list(self._photos)]
+        if all(view is not None for view in views):  # without the lock (see faces)
+            return views  # type: ignore[return-value]
         with self._lock:
-            views = []
-            for photo in self.ledger.photos():
-                faces = self.faces(photo.sha256) if photo.state in (REVIEW, REVIEWED) else []
-                names = tuple(shown_name(f) for f in faces if f.name)
-                scores = [f.score for f in faces if f.score is not None]
-                views.append(PhotoView(photo.sha256, photo.path, photo.state, len(faces), names,
-                                       max(scores) if scores else None, photo.error))
-            return views
+            self._match_missing([sha for sha, row in self._photos.items()
+                                 if row.state in (REVIEW, REVIEWED) and sha not in self._views])
+            return [self._photo_view(sha) for sha in self._photos]
+
+    def photo(self, sha: str) -> PhotoView | None:
+        """One photo's view; None once it left the ledger."""
+        view = self._views.get(sha)  # the common case, without the lock (see faces)
+        if view is not None:
+            return view
+        with self._lock:
+            if sha not in self._photos:
+                return None
+            if sha not in self._views:
+                self._match_missing([sha])
+            return self._photo_view(sha)
+
+    def rematch(self) -> set[str]:
+        """Match every pending face again (after the bank or the threshold changed), in one
+        product; return the photos whose view changed (:attr:`renamed`: those among them
+        whose names or tiers changed, not only scores)."""
+        with self._lock:
+            self._matcher = None
+            self._stale = False
+            pending = [sha for sha, row in self._photos.items()
+                       if row.state == REVIEW and self._usable(sha) is not None]
+            queries = [np.stack([face.embedding for face in self._face_rows[sha]])
+                       for sha in pending]
+            matched = self.matcher.match_photos(queries) if pending else []
+            changed: set[str] = set()
+            renamed: set[str] = set()
+            # Entry by entry: readers without the lock always find a view (old or new).
+            for sha, matches in zip(pending, matched, strict=True):
+                if (sha in self._views and
+                        _as_shown(matches) == _as_shown(self._matches.get(sha) or [])):
+                    continue  # most photos: the new identity is not among their candidates
+                self._matches[sha] = matches
+                view = self._build_view(sha)
+                old = self._views.get(sha)
+                if view != old:
+                    self._views[sha] = view
+                    changed.add(sha)
+                    if old is None or (view.names, view.pending) != (old.names, old.pending):
+                        renamed.add(sha)
+            self.renamed = renamed
+            return changed
 
     def identity_names(self) -> list[str]:
         return self.bank.store.identity_names()
 
+    def import_people(self, path: Path, name: str | None = None,
+                      progress: Callable[[int, int], None] | None = None) -> str:
+        """Enrol known people: a folder of ``Name/photo.jpg``, or one photo under ``name``.
+        Pending faces are matched again by :meth:`finish_deferred` (the caller's to run).
+        Returns a one-line summary."""
+        path = Path(path).expanduser()
+        if path.is_dir():
+            report = import_people(self.bank, path, progress)
+        elif name:
+            report = import_photo(self.bank, path, name)
+        else:
+            raise FaceIdError(f"{path} is a file: give the name of the person it shows")
+        with self._lock:
+            if report.enrolled:
+                self._bank_changed()
+        return report.summary()
+
+    def identity_count(self) -> int:
+        """Identities in the bank (cached until the bank changes)."""
+        if self._identity_count is not None:  # without the lock, as counts()
+            return self._identity_count
+        with self._lock:
+            if self._identity_count is None:
+                self._identity_count = len(self.bank.store.identity_names())
+            return self._identity_count
+
     # -- decisions ------------------------------------------------------------------------
-    def confirm(self, face_id: int) -> None:
+    # Each decision updates its own photo at once. What may follow is slower: a photo fully
+    # decided gets its annotated copy written, and a decision that changed the bank (a name,
+    # a confirmation, undoing either) leaves every other pending face to be matched again.
+    # Inline by default; with ``defer=True`` (the app) both wait for :meth:`finish_deferred`,
+    # so the screen shows the decided face first and the rest when that is done.
+
+    def confirm(self, face_id: int, *, defer: bool = False) -> None:
         """Accept the suggested name (enrols the face)."""
         face = self._view(face_id)
         if face.name is None:
             raise FaceIdError("this face has no suggestion to confirm; press n to name it")
-        self.name_face(face_id, face.name)
+        self.name_face(face_id, face.name, defer=defer)
 
-    def name_face(self, face_id: int, name: str) -> None:
+    def name_face(self, face_id: int, name: str, *, defer: bool = False) -> None:
         """Name a face (a new name creates the identity) and enrol it into the bank."""
         with self._lock:
             face = self.ledger.face(face_id)
@@ -272,36 +557,56 @@ class TriageSession:
             source = self._existing_path(face.photo_sha)
             if photo is None or source is None:
                 raise FaceIdError("the photo is no longer in the inbox; it cannot be enrolled")
-            face_count = len(self.ledger.faces(face.photo_sha))
+            face_count = len(self._face_rows.get(face.photo_sha, ())) or 1
             enrolment = self.bank.enrol_face(name, source, face.box, face.embedding,
                                              face_count=face_count, face_number=face.index + 1)
             self.ledger.decide(face_id, CONFIRMED, enrolment.rel_path.split("/", 1)[0],
                                None if enrolment.already_enrolled else enrolment.rel_path,
                                enrolment.created_identity)
             self._bank_changed()
-            self._finish_if_done(face.photo_sha)
+            self._decided(face.photo_sha, defer)
 
-    def reject(self, face_id: int) -> None:
-        self._decide_without_enrolment(face_id, REJECTED)
+    def reject(self, face_id: int, *, defer: bool = False) -> None:
+        self._decide_without_enrolment(face_id, REJECTED, defer)
 
-    def leave_unknown(self, face_id: int) -> None:
-        self._decide_without_enrolment(face_id, LEFT_UNKNOWN)
+    def leave_unknown(self, face_id: int, *, defer: bool = False) -> None:
+        self._decide_without_enrolment(face_id, LEFT_UNKNOWN, defer)
 
-    def _decide_without_enrolment(self, face_id: int, decision: str) -> None:
+    def _decide_without_enrolment(self, face_id: int, decision: str, defer: bool) -> None:
         with self._lock:
             face = self.ledger.face(face_id)
             self.ledger.decide(face_id, decision, None)
-            self._finish_if_done(face.photo_sha)
+            self._decided(face.photo_sha, defer)
 
-    def confirm_all_known(self, sha: str) -> int:
-        count = 0
-        for face in self.faces(sha):
-            if not face.decided and face.status == KNOWN:
-                self.confirm(face.face_id)
-                count += 1
-        return count
+    def _decided(self, sha: str, defer: bool) -> None:
+        self._reread_photo(sha)
+        self._outputs_due.add(sha)
+        if not defer:
+            self.finish_deferred()
 
-    def undo(self) -> str | None:
+    def finish_deferred(self) -> set[str]:
+        """Write the annotated copies of the photos decisions completed, and match the pending
+        faces again if the bank changed; return the photos whose view changed."""
+        with self._lock:
+            due = [sha for sha in self._outputs_due
+                   if (row := self._photos.get(sha)) is not None and row.state == REVIEWED]
+            self._outputs_due.clear()
+        for sha in due:
+            self._write_output(sha)
+        return self.rematch() if self.rematch_pending else set()
+
+    def confirm_all_known(self, sha: str, *, defer: bool = False) -> int:
+        with self._lock:
+            count = 0
+            for face in self.faces(sha):
+                if not face.decided and face.status == KNOWN:
+                    self.confirm(face.face_id, defer=True)
+                    count += 1
+            if not defer:
+                self.finish_deferred()
+            return count
+
+    def undo(self, *, defer: bool = False) -> str | None:
         """Undo the latest decision (removing what it enrolled); say what was undone."""
         with self._lock:
             decision = self.ledger.last_decision()
@@ -311,41 +616,49 @@ class TriageSession:
                 with contextlib.suppress(FaceIdError, OSError):
                     self.bank.remove_sample(decision.enrolled_path,
                                             drop_empty_identity=decision.created_identity)
+                self._bank_changed()
             face = self.ledger.face(decision.face_id)
             self.ledger.undo_decision(decision)
-            self._bank_changed()
+            self._decided(face.photo_sha, defer)
             label = decision.name or decision.decision
             return f"undid {decision.decision} of face {face.index + 1} ({label})"
+
+    def last_decided_photo(self) -> str | None:
+        """The photo of the latest decision that is not undone (what undo would change)."""
+        with self._lock:
+            decision = self.ledger.last_decision()
+            return self.ledger.face(decision.face_id).photo_sha if decision else None
 
     def _view(self, face_id: int) -> FaceView:
         face = self.ledger.face(face_id)
         return next(v for v in self.faces(face.photo_sha) if v.face_id == face_id)
 
+    @property
+    def rematch_pending(self) -> bool:
+        """True when the bank changed since the pending faces were matched."""
+        return self._stale
+
     def _bank_changed(self) -> None:
         self._matcher = None
-        self._matches.clear()
+        self._stale = True
+        self._identity_count = None
 
     def bank_changed(self) -> None:
-        """The bank was edited elsewhere (the bank screen): re-match everything."""
+        """The bank was edited elsewhere (the bank screen: renames reach decided faces too):
+        read the faces back and match everything again."""
         with self._lock:
-            self._bank_changed()
+            self._matcher = None
+            self._reload()
 
     # -- threshold ------------------------------------------------------------------------
     def set_threshold(self, threshold: float) -> set[str]:
-        """Rescore every photo from stored embeddings; return the photos whose view changed."""
+        """Rescore every pending face from stored embeddings; return the photos whose view
+        changed."""
         with self._lock:
-            before = {p.sha256: p for p in self.photos()}
             self._threshold_override = round(min(0.99, max(0.0, threshold)), 4)
-            self._bank_changed()
-            after = {p.sha256: p for p in self.photos()}
-            return {sha for sha, view in after.items() if before.get(sha) != view}
+            return self.rematch()
 
     # -- output ---------------------------------------------------------------------------
-    def _finish_if_done(self, sha: str) -> None:
-        photo = self.ledger.photo(sha)
-        if photo and photo.state == REVIEWED:
-            self._write_output(sha)
-
     def _write_output(self, sha: str) -> None:
         source = self._existing_path(sha)
         photo = self.ledger.photo(sha)

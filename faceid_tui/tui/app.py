@@ -1,24 +1,33 @@
 """The faceid app: owns the triage session, the inbox watcher and the two long-running thread
 workers (intake: wait for complete files and register them; processing: load models once, then
-detect and embed queued photos). Screens only read the session and post decisions."""
+stream the queue — and every arrival — through one pipelined run). Screens only read the
+session and post decisions.
+
+Results reach the screen in coalesced messages: the processing thread collects the hashes it
+stored and posts one :class:`PhotosProcessed` while none is waiting, so a fast drain costs the
+UI one refresh per frame, not one per photo, and each refresh touches only those rows.
+"""
 
 from __future__ import annotations
 
 import queue
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 from textual import work
-from textual.app import App
-from textual.widgets import Static
+from textual.widgets import ProgressBar, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from faceid_tui.bank.journal import BankJournal
+from faceid_tui.engine.detect_pool import prepare_for_workers
 from faceid_tui.engine.models import CASIA_WEBFACE
 from faceid_tui.triage.inbox import ArrivalTracker, InboxWatcher, existing_photos
+from faceid_tui.triage.ledger import ERROR, PROCESSING, QUEUED, REVIEW
 from faceid_tui.triage.session import TriageSession
 from faceid_tui.tui.bank_screen import BankScreen
+from faceid_tui.tui.host import TriageHost
 from faceid_tui.tui.messages import (
     BankEmbedding,
     DecisionsChanged,
@@ -30,11 +39,13 @@ from faceid_tui.tui.messages import (
 )
 from faceid_tui.tui.triage_screen import TriageScreen
 
-#: Photos detected and embedded together (their chips form one batch).
-PROCESS_BATCH = 8
+#: The processing rate shown is measured over this many most recent seconds.
+RATE_WINDOW_S = 10.0
+#: How long quitting waits for the processing thread to finish the chunk it is embedding.
+PROCESSING_STOP_S = 20.0
 
 
-class FaceIdApp(App[None]):
+class FaceIdApp(TriageHost):
     CSS_PATH = "faceid.tcss"
     TITLE = "faceid"
     # Every action has its own key; the palette's ctrl+p would only take footer space.
@@ -43,6 +54,7 @@ class FaceIdApp(App[None]):
     def __init__(self, session: TriageSession, *, images: str = "auto",
                  watch: bool = True) -> None:
         super().__init__()
+        prepare_for_workers()  # before Textual takes over stderr
         self.session = session
         self.images = images
         self.watch_inbox = watch
@@ -50,9 +62,18 @@ class FaceIdApp(App[None]):
         self.model_state = "starting"
         self.rate: float | None = None
         self._arrivals: queue.Queue[Path] = queue.Queue()
-        self._work_ready = threading.Event()
         self._watcher: InboxWatcher | None = None
         self.triage = TriageScreen()
+        # Hashes stored by the processing thread and not shown yet (see the module docstring).
+        self._stored_lock = threading.Lock()
+        self._stored: set[str] = set()
+        self._stored_posted = False
+        #: Photos processed since the app started; with the drain's start, the progress bar.
+        self.processed = 0
+        self._drain_base: int | None = None
+        self._rate_samples: deque[tuple[float, int]] = deque()
+        self._processing_idle = threading.Event()
+        self._processing_idle.set()
 
     # -- lifecycle --------------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -71,6 +92,9 @@ class FaceIdApp(App[None]):
         if self._watcher is not None:
             self._watcher.stop()
         self.workers.cancel_all()
+        # The processing thread stops between two photos; let it finish the one it is storing
+        # (and close its detect processes) before the caller closes the ledger.
+        self._processing_idle.wait(timeout=PROCESSING_STOP_S)
         self.journal.empty_trash()
 
     # -- workers ----------------------------------------------------------------------------
@@ -88,14 +112,19 @@ class FaceIdApp(App[None]):
                     tracker.touch(self._arrivals.get_nowait())
             except queue.Empty:
                 pass
-            added = [path for path in tracker.ready() if self.session.register(path)]
+            added = [sha for path in tracker.ready() if (sha := self.session.register(path))]
             if added:
-                self.post_message(QueueChanged())
-                self._work_ready.set()
+                self.post_message(QueueChanged(frozenset(added)))
 
     @work(thread=True, exit_on_error=False, group="processing", description="face processing")
     def process_queue(self) -> None:
-        worker = get_current_worker()
+        self._processing_idle.clear()
+        try:
+            self._process_queue(get_current_worker())
+        finally:
+            self._processing_idle.set()
+
+    def _process_queue(self, worker: Worker) -> None:
         self.post_message(ModelsLoading())
         self.session.pipeline.load()
         self.session.start(progress=lambda done, total: self.post_message(
@@ -106,15 +135,24 @@ class FaceIdApp(App[None]):
         if weights is not CASIA_WEBFACE:  # the shipped weights go unsaid: 80 columns are few
             label += f" {weights.key}"
         self.post_message(ModelsReady(label, embedder.device))
-        while not worker.is_cancelled:
-            batch = self.session.queued()[:PROCESS_BATCH]
-            if not batch:
-                self._work_ready.wait(timeout=0.3)
-                self._work_ready.clear()
-                continue
-            started = time.perf_counter()
-            done = self.session.process(batch, should_stop=lambda: worker.is_cancelled)
-            self.post_message(PhotosProcessed(done, time.perf_counter() - started))
+        # One run until the app quits: arrivals join it through session.register.
+        self.session.process_stream(lambda: worker.is_cancelled, self._photo_stored)
+
+    def _photo_stored(self, sha: str) -> None:
+        """Called by the processing thread for each stored photo."""
+        with self._stored_lock:
+            self._stored.add(sha)
+            self.processed += 1
+            if self._stored_posted:
+                return
+            self._stored_posted = True
+        self.post_message(PhotosProcessed())
+
+    def take_stored(self) -> set[str]:
+        with self._stored_lock:
+            stored, self._stored = self._stored, set()
+            self._stored_posted = False
+            return stored
 
     # -- messages ---------------------------------------------------------------------------
     def on_models_loading(self, _: ModelsLoading) -> None:
@@ -129,20 +167,16 @@ class FaceIdApp(App[None]):
         self.model_state = f"{message.embedder} · {message.device}"
         self.refresh_screens()
 
-    def on_queue_changed(self, _: QueueChanged) -> None:
-        self.refresh_screens()
+    def on_queue_changed(self, message: QueueChanged) -> None:
+        self.refresh_screens(message.added)
 
-    def on_photos_processed(self, message: PhotosProcessed) -> None:
-        if message.shas and message.seconds > 0:
-            self.rate = len(message.shas) / message.seconds
-        self.refresh_screens()
+    def on_photos_processed(self, _: PhotosProcessed) -> None:
+        self.refresh_screens(self.take_stored())
 
     def on_decisions_changed(self, message: DecisionsChanged) -> None:
         if message.note:
             self.notify(message.note, timeout=3)
-        self.refresh_screens(message.changed or None)
-        if isinstance(self.screen, TriageScreen):
-            self.screen.after_decision()
+        self.refresh_screens(message.changed, decided=message.decided, marked=message.marked)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """Any worker that dies with an exception says so, instead of failing silently."""
@@ -159,19 +193,22 @@ class FaceIdApp(App[None]):
     def on_worker_failed(self, message: WorkerFailed) -> None:
         self.notify(message.message, severity="error", timeout=6)
 
-    def refresh_screens(self, changed: frozenset[str] | None = None) -> None:
+    def refresh_screens(self, changed: set[str] | frozenset[str] | None = None, *,
+                        decided: bool = False, marked: frozenset[str] | None = None) -> None:
+        """Show what changed: the rows of ``changed`` (None: rebuild every list)."""
         if self.triage.is_mounted:
-            self.triage.refresh_tables(changed)
-        if isinstance(self.screen, BankScreen):
+            self.triage.refresh_tables(changed, decided=decided, marked=marked)
+        if isinstance(self.screen, BankScreen) and changed is None:
             self.screen.refresh_tables()
         self.update_status()
 
     def update_status(self) -> None:
         session = self.session
-        photos = session.ledger.photos()  # states only: no matching needed here
-        waiting = sum(p.state in ("queued", "processing") for p in photos)
-        to_review = sum(p.state == "to review" for p in photos)
-        errors = sum(p.state == "error" for p in photos)
+        counts = session.counts()  # kept by the session: nothing is recounted
+        waiting = counts.get(QUEUED, 0) + counts.get(PROCESSING, 0)
+        to_review = counts.get(REVIEW, 0)
+        errors = counts.get(ERROR, 0)
+        self._follow_drain(waiting)
         activity = f"{self.rate:.1f} photos/s" if waiting and self.rate else "idle"
         if waiting and not self.rate:
             activity = "working…"
@@ -179,6 +216,33 @@ class FaceIdApp(App[None]):
                 f"errors {errors} · thr {session.threshold:.2f} {session.threshold_source}")
         if self.triage.is_mounted:
             self.triage.query_one("#status", Static).update(text)
+            self.triage.show_first_run(photos=sum(counts.values()),
+                                       identities=session.identity_count())
+
+    def _follow_drain(self, waiting: int) -> None:
+        """Rate over the last seconds and the progress bar of the current drain."""
+        now = time.monotonic()
+        samples = self._rate_samples
+        samples.append((now, self.processed))
+        while len(samples) > 2 and now - samples[0][0] > RATE_WINDOW_S:
+            samples.popleft()
+        span = samples[-1][0] - samples[0][0]
+        done_in_span = samples[-1][1] - samples[0][1]
+        self.rate = done_in_span / span if span > 1.0 and done_in_span else self.rate
+        if not self.triage.is_mounted:
+            return
+        bar = self.triage.query_one("#progress", ProgressBar)
+        if waiting == 0:
+            self._drain_base = None
+            self.rate = None
+            samples.clear()
+            bar.display = False
+            return
+        if self._drain_base is None:
+            self._drain_base = self.processed
+            bar.display = True
+        done = self.processed - self._drain_base
+        bar.update(total=done + waiting, progress=done)
 
     def open_bank_screen(self) -> None:
         self.push_screen(BankScreen())

@@ -29,21 +29,27 @@ class ModelsReady(Message):
 
 @dataclass
 class QueueChanged(Message):
-    """Photos were added to the ledger (or dropped)."""
+    """Photos were added to the ledger."""
+
+    added: frozenset[str] = frozenset()
 
 
 @dataclass
 class PhotosProcessed(Message):
-    shas: list[str]
-    seconds: float
+    """Photos were stored; the app takes their hashes from its own set (coalesced)."""
 
 
 @dataclass
 class DecisionsChanged(Message):
-    """Decisions or the bank changed: every table must be refreshed."""
+    """Decisions, the bank or the threshold changed the rows of these photos (None: every
+    row, after edits elsewhere)."""
 
     note: str = ""
-    changed: frozenset[str] = frozenset()
+    changed: frozenset[str] | None = None
+    #: True for the photo a decision was just made on: the screen moves to what is open next.
+    decided: bool = False
+    #: Rows whose names or tiers a re-match changed (new name, threshold): they get the dot.
+    marked: frozenset[str] | None = None
 
 
 @dataclass

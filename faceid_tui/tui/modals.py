@@ -1,4 +1,5 @@
-"""Modal screens: naming a face (with suggestions from the bank) and confirming a step."""
+"""Modal screens: naming a face (with suggestions from the bank), a line of text (a search, a
+path), and confirming a step."""
 
 from __future__ import annotations
 
@@ -43,6 +44,34 @@ class NameScreen(ModalScreen[str | None]):
             if known.casefold() == name.casefold():
                 name = known
         self.dismiss(name)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class TextScreen(ModalScreen[str | None]):
+    """Asks for one line of text (completing from ``suggestions``); None when cancelled."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, title: str, initial: str = "", suggestions: list[str] | None = None,
+                 placeholder: str = "") -> None:
+        super().__init__()
+        self.title_text = title
+        self.initial = initial
+        self.suggestions = suggestions or []
+        self.placeholder = placeholder
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label(self.title_text, id="dialog-title")
+            yield Input(value=self.initial, placeholder=self.placeholder,
+                        suggester=SuggestFromList(self.suggestions, case_sensitive=False)
+                        if self.suggestions else None, id="text-input")
+            yield Label("enter: done · esc: cancel", id="dialog-error")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value)
 
     def action_cancel(self) -> None:
         self.dismiss(None)

@@ -4,22 +4,37 @@ matches, a preview, and every decision on a key."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image as PILImage
 from textual import on, work
+from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable
+from textual.coordinate import Coordinate
+from textual.widget import Widget
+from textual.widgets import DataTable, ProgressBar, Static
+from textual.worker import get_current_worker
 
 from faceid_tui.engine.alignment import crop_with_margin
 from faceid_tui.engine.annotation import FaceLabel, draw_annotations
 from faceid_tui.engine.decode import load_rgb
 from faceid_tui.errors import FaceIdError
+from faceid_tui.triage.ledger import REVIEW
+from faceid_tui.triage.photo_list import (
+    PHOTO_WIDTH,
+    STATE_WIDTH,
+    ListSettings,
+    ellipsize_middle,
+    first_run_text,
+    row_cells,
+)
 from faceid_tui.triage.session import THRESHOLD_STEP, FaceView, PhotoView
 from faceid_tui.tui.messages import DecisionsChanged, WorkerFailed
-from faceid_tui.tui.modals import NameScreen
+from faceid_tui.tui.modals import NameScreen, TextScreen
 from faceid_tui.tui.preview import FacePreview
+from faceid_tui.tui.row_list import Column, RowList
 from faceid_tui.tui.two_tables import TwoTableScreen
 
 #: Longest side of the preview image handed to the terminal renderer.
@@ -38,33 +53,57 @@ class TriageScreen(TwoTableScreen):
         Binding("enter", "confirm", "OK", priority=True, tooltip="Confirm the suggested name"),
         Binding("n", "name", "Name", tooltip="Name the face (enrols it)"),
         Binding("x", "reject", "Reject", tooltip="Not this person / not a face"),
-        Binding("u", "unknown", "Unknown", tooltip="Leave the face unknown"),
+        Binding("u", "unknown", "Unknown", show=False, tooltip="Leave the face unknown"),
         Binding("a", "confirm_all", "All", tooltip="Confirm every known face of the photo"),
         Binding("z", "undo", "Undo", tooltip="Undo the last decision"),
-        Binding("plus,equals_sign", "threshold(1)", "Thr+", tooltip="Raise the threshold"),
-        Binding("minus", "threshold(-1)", "Thr-", tooltip="Lower the threshold"),
+        Binding("space", "next_open", "Next", key_display="␣",
+                tooltip="The next undecided face, any photo"),
+        Binding("f", "filter(1)", "Filter", tooltip="Show: all / to review / known / likely "
+                "/ unknown / errors / reviewed"),
+        Binding("F", "filter(-1)", "Filter back", show=False),
+        Binding("s", "sort", "Sort", show=False, tooltip="By time / by best score"),
+        Binding("slash", "search", "Find", tooltip="Photos showing a name (or file name)"),
+        Binding("escape", "clear_search", "Clear find", show=False),
+        Binding("i", "import_people", "Import", show=False,
+                tooltip="Enrol known people: a folder of Name/photo.jpg, or one photo"),
+        Binding("plus,equals_sign", "threshold(1)", "Thr+", show=False,
+                tooltip="Raise the threshold"),
+        Binding("minus", "threshold(-1)", "Thr-", show=False, tooltip="Lower the threshold"),
         Binding("b", "open_bank", "Bank", tooltip="The identity bank"),
         Binding("question_mark", "app.show_help_panel", "Keys", tooltip="Every key"),
         Binding("q", "app.quit", "Quit"),
     ]
 
-
     def __init__(self) -> None:
         super().__init__()
         self.current_sha: str | None = None
+        #: Photos the latest change touched (marked with a dot in the list).
         self.changed_rows: frozenset[str] = frozenset()
-        self._views: dict[str, PhotoView] = {}
+        self.settings = ListSettings()
         self._faces: list[FaceView] = []
+        self._last_seq = 0  # of the last row in the table (rows are appended in order)
+
+    def compose_above_tables(self) -> ComposeResult:
+        yield ProgressBar(id="progress", show_eta=True)
+        yield Static("", id="hint", markup=False)
+        yield Static("", id="welcome", markup=False)
+
+    def make_table(self, table_id: str) -> Widget:
+        if table_id != "queue":
+            return super().make_table(table_id)
+        # The photo list can hold 10⁵ photos: a list drawn on demand, not a DataTable.
+        return RowList([Column("photo", PHOTO_WIDTH), Column("state", STATE_WIDTH),
+                        Column("#f", 2), Column("best", 4), Column("names", None)],
+                       self._cells_for, id="queue")
+
+    @property
+    def photo_list(self) -> RowList:
+        return self.query_one("#queue", RowList)
 
     def on_mount(self) -> None:
-        queue = self.query_one("#queue", DataTable)
-        queue.add_column("photo", width=16)
-        queue.add_column("state", width=10)
-        queue.add_column("#f", width=2)
-        queue.add_column("best", width=4)
-        queue.add_column("names")
         self.query_one("#faces", DataTable).add_columns("#", "name", "score", "margin", "status")
-        queue.focus()
+        self.query_one("#progress", ProgressBar).display = False
+        self.photo_list.focus()
         self.refresh_tables()
 
     # -- refreshing -------------------------------------------------------------------------
@@ -75,28 +114,118 @@ class TriageScreen(TwoTableScreen):
         except ValueError:
             return path.name
 
-    def refresh_tables(self, changed: frozenset[str] | None = None) -> None:
-        if changed is not None:
-            self.changed_rows = changed
-        views = self.app.session.photos()
-        self._views = {view.sha256: view for view in views}
-        queue = self.query_one("#queue", DataTable)
-        queue.clear()
-        for view in views:
-            mark = "• " if view.sha256 in self.changed_rows else ""
-            queue.add_row(mark + self.display_name(view), view.state,
-                          str(view.faces) if view.state in ("to review", "reviewed") else "",
-                          fmt_score(view.best_score),
-                          view.error or ", ".join(view.names), key=view.sha256)
-        if views:
-            keys = [view.sha256 for view in views]
-            if self.current_sha not in keys:
-                waiting = [v.sha256 for v in views if v.state == "to review"]
-                self.current_sha = waiting[0] if waiting else keys[0]
-            queue.move_cursor(row=keys.index(self.current_sha), animate=False)
+    def _cells_for(self, sha: str) -> tuple[str, ...]:
+        """One photo row's cells (the list asks only for the rows it draws)."""
+        view = self.app.session.photo(sha)
+        if view is None:
+            return ("", "", "", "", "")
+        width = self.photo_list.scrollable_content_region.width
+        names_width = max(8, width - (PHOTO_WIDTH + STATE_WIDTH + 2 + 4) - 2 * 5)
+        photo, *rest = row_cells(view, self.display_name(view), names_width)
+        if sha in self.changed_rows:
+            photo = "•" + photo[:PHOTO_WIDTH - 1]
+        return (photo, *rest)
+
+    def refresh_tables(self, changed: set[str] | frozenset[str] | None = None, *,
+                       decided: bool = False, marked: frozenset[str] | None = None) -> None:
+        """Rebuild the photo list (``changed`` None) or update only the rows of ``changed``;
+        ``marked``: the rows whose names a re-match changed (dotted); ``decided``: move to the next
+        open face."""
+        if changed is None:
+            self._rebuild()
         else:
+            if marked is not None:  # the dots move to these rows
+                changed, self.changed_rows = (set(changed) | self.changed_rows, marked)
+            if changed:
+                self._update_rows(changed)
+        if decided:
+            self.after_decision()
+
+    def _rebuild(self) -> None:
+        views = self.app.session.photos()
+        visible = self.settings.visible(views)
+        self.photo_list.set_rows(view.sha256 for view in visible)
+        self._last_seq = max((view.seq for view in visible), default=0)
+        self._title(len(visible), len(views))
+        self._select_current()
+
+    def _select_current(self) -> None:
+        """Keep the selected photo when it is still listed, else the first to review."""
+        photos = self.photo_list
+        if not photos.row_count:
             self.current_sha = None
+            self.refresh_faces()
+            return
+        if self.current_sha not in photos:
+            session = self.app.session
+            self.current_sha = next(
+                (sha for sha in photos.keys
+                 if (view := session.photo(sha)) is not None and view.state == REVIEW),
+                photos.keys[0])
+        photos.move_cursor(photos.index_of(self.current_sha))
         self.refresh_faces()
+
+    def _update_rows(self, changed: set[str] | frozenset[str]) -> None:
+        photos = self.photo_list
+        session, settings = self.app.session, self.settings
+        views = {sha: session.photo(sha) for sha in changed}
+        appended = removed = False
+        cursor = photos.cursor_row
+        for sha in sorted(changed, key=lambda sha: views[sha].seq if views[sha] else 0):
+            view = views[sha]
+            keep = view is not None and settings.keeps(view)
+            if sha in photos:
+                if keep:
+                    continue  # redrawn below
+                photos.remove(sha)
+                removed = True
+            elif keep and view is not None:
+                if view.seq < self._last_seq and settings.sort_key == "time":
+                    self._rebuild()  # it belongs between rows (a filter's new member)
+                    return
+                photos.append(sha)
+                self._last_seq = max(self._last_seq, view.seq)
+                appended = True
+        photos.refresh_rows(changed)
+        if settings.sort_key == "score" and (appended or changed):
+            photos.sort(lambda sha: settings.order(session.photo(sha)))
+        self._title(photos.row_count, sum(session.counts().values()))
+        if self.current_sha not in photos:
+            # The selected photo left the list (a filter): the one that took its place.
+            if photos.row_count:
+                photos.move_cursor(min(cursor, photos.row_count - 1))
+                self.current_sha = photos.cursor_key
+                self.refresh_faces(select_face=self._first_open(self.current_sha))
+            else:
+                self._select_current()
+        else:
+            if removed or settings.sort_key == "score":
+                photos.move_cursor(photos.index_of(self.current_sha))
+            if self.current_sha in changed:
+                self.refresh_faces()
+
+    def _first_open(self, sha: str | None) -> int:
+        faces = self.app.session.faces(sha) if sha else []
+        return next((i for i, f in enumerate(faces) if not f.decided), 0)
+
+    def _title(self, shown: int, total: int) -> None:
+        self.photo_list.border_title = self.settings.title(shown, total)
+
+    def show_first_run(self, *, photos: int, identities: int) -> None:
+        """With no photo yet, say where photos go and how to enrol people; with an empty bank,
+        a line on how to fill it."""
+        paths = self.app.session.paths
+        bank = self.app.session.bank.folder
+        welcome = self.query_one("#welcome", Static)
+        hint = self.query_one("#hint", Static)
+        first_run = photos == 0
+        welcome.display = first_run
+        self.query_one("#main").display = not first_run
+        hint.display = not first_run and identities == 0
+        if first_run:
+            welcome.update(first_run_text(paths.inbox, bank, paths.out, identities))
+        elif identities == 0:
+            hint.update("Empty bank: n names a face (enrols it) · i imports Name/photo.jpg")
 
     def refresh_faces(self, select_face: int | None = None) -> None:
         faces_table = self.query_one("#faces", DataTable)
@@ -106,8 +235,8 @@ class TriageScreen(TwoTableScreen):
         for face in self._faces:
             faces_table.add_row(str(face.number), face.name or "?", fmt_score(face.score),
                                 fmt_score(face.margin), face.status, key=str(face.face_id))
-        view = self._views.get(self.current_sha or "")
-        title = self.display_name(view) if view else "no photo"
+        view = self.app.session.photo(self.current_sha) if self.current_sha else None
+        title = ellipsize_middle(self.display_name(view), 40) if view else "no photo"
         if view and view.error:
             title += f" · error: {view.error}"
         faces_table.border_title = f"Faces · {title}"
@@ -120,18 +249,66 @@ class TriageScreen(TwoTableScreen):
         row = self.query_one("#faces", DataTable).cursor_row
         return self._faces[row] if 0 <= row < len(self._faces) else None
 
-    @on(DataTable.RowHighlighted, "#queue")
-    def photo_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        sha = event.row_key.value if event.row_key else None
-        if sha and sha != self.current_sha:
-            self.current_sha = sha
-            first_open = next((i for i, f in enumerate(self.app.session.faces(sha))
-                               if not f.decided), 0)
-            self.refresh_faces(select_face=first_open)
+    @on(RowList.Highlighted, "#queue")
+    def photo_highlighted(self, event: RowList.Highlighted) -> None:
+        if event.key and event.key != self.current_sha:
+            self.current_sha = event.key
+            self.refresh_faces(select_face=self._first_open(event.key))
 
     @on(DataTable.RowHighlighted, "#faces")
     def face_highlighted(self) -> None:
         self.load_preview()
+
+    def on_resize(self) -> None:
+        self.photo_list.refresh_rows(self.photo_list.keys)  # the names column's width follows
+
+    # -- the list: filter, sort, find, next ---------------------------------------------------
+    def action_filter(self, step: int) -> None:
+        self.settings = self.settings.next_filter(step)
+        self._rebuild()
+
+    def action_sort(self) -> None:
+        self.settings = self.settings.next_sort()
+        self._rebuild()
+
+    def action_search(self) -> None:
+        def found(text: str | None) -> None:
+            if text is not None:
+                self.settings = replace(self.settings, search=text.strip())
+                self._rebuild()
+
+        self.app.push_screen(TextScreen("Find photos showing a name (or a file name)",
+                                        self.settings.search, self.app.session.identity_names()),
+                             found)
+
+    def action_clear_search(self) -> None:
+        if self.settings.search:
+            self.settings = replace(self.settings, search="")
+            self._rebuild()
+
+    def action_next_open(self) -> None:
+        """The next undecided face: in this photo after the selected one, else the first of the
+        next photo in the list that has one (wrapping around)."""
+        row = self.query_one("#faces", DataTable).cursor_row
+        later = [i for i, f in enumerate(self._faces) if not f.decided and i > row]
+        if later:
+            self.query_one("#faces", DataTable).move_cursor(row=later[0], animate=False)
+            return
+        photos = self.photo_list
+        keys = photos.keys
+        if not keys:
+            return
+        start = photos.index_of(self.current_sha) if self.current_sha in photos else -1
+        session = self.app.session
+        for offset in range(1, len(keys) + 1):
+            sha = keys[(start + offset) % len(keys)]
+            view = session.photo(sha)
+            if view is not None and view.pending:
+                self.current_sha = sha
+                photos.move_cursor(photos.index_of(sha))
+                self.refresh_faces(select_face=self._first_open(sha))
+                return
+        self.notify("every face in this list is decided", timeout=3)
 
     # -- preview ----------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="preview", exit_on_error=False)
@@ -165,13 +342,35 @@ class TriageScreen(TwoTableScreen):
 
     # -- decisions --------------------------------------------------------------------------
     @work(thread=True, exit_on_error=False, group="decisions")
-    def run_step(self, step: Callable[[], str | None]) -> None:
+    def run_step(self, step: Callable[[], str | None], sha: str | None) -> None:
+        """Make one decision off the UI thread: its photo is shown at once, then every pending
+        face is matched again (one product) if the bank changed, and those rows follow."""
+        session = self.app.session
         try:
             note = step()
         except FaceIdError as exc:
             self.app.post_message(WorkerFailed(str(exc)))
+            # Redraw the photo's rows as they are (undoing what _show_decided showed).
+            self.app.post_message(DecisionsChanged("", frozenset({sha} if sha else ())))
             return
-        self.app.post_message(DecisionsChanged(note or ""))
+        self.app.post_message(DecisionsChanged(note or "", frozenset({sha} if sha else ()),
+                                               decided=sha is not None))
+        if not get_current_worker().is_cancelled:
+            changed = session.finish_deferred()  # annotated copies, then the re-match
+            if changed:
+                self.app.post_message(DecisionsChanged("", frozenset(changed),
+                                                       marked=frozenset(session.renamed)))
+
+    def _show_decided(self, face: FaceView, name: str | None, status: str) -> None:
+        """Show the decision on the face's row at once; the worker's result follows (and puts
+        the row back, with the error, if the step fails)."""
+        table = self.query_one("#faces", DataTable)
+        if face not in self._faces:
+            return
+        row = self._faces.index(face)
+        if name is not None:
+            table.update_cell_at(Coordinate(row, 1), name)
+        table.update_cell_at(Coordinate(row, 4), f"{status}…")
 
     def action_confirm(self) -> None:
         face = self.selected_face()
@@ -181,41 +380,48 @@ class TriageScreen(TwoTableScreen):
             self.notify("no suggestion for this face: press n to name it", severity="warning")
             return
         session = self.app.session
-        self.run_step(lambda: session.confirm(face.face_id) or f"face {face.number}: {face.name}")
+        self._show_decided(face, face.name, "confirmed")
+        self.run_step(lambda: session.confirm(face.face_id, defer=True)
+                      or f"face {face.number}: {face.name}", self.current_sha)
 
     def action_name(self) -> None:
         face = self.selected_face()
         if face is None:
             return
-        session = self.app.session
+        session, sha = self.app.session, self.current_sha
 
         def named(name: str | None) -> None:
             if name:
-                self.run_step(lambda: session.name_face(face.face_id, name)
-                              or f"face {face.number}: {name}")
+                self._show_decided(face, name, "confirmed")
+                self.run_step(lambda: session.name_face(face.face_id, name, defer=True)
+                              or f"face {face.number}: {name}", sha)
 
         self.app.push_screen(NameScreen(f"Name face {face.number}", session.identity_names(),
                                         face.name or ""), named)
 
     def action_reject(self) -> None:
-        self._decide_selected(self.app.session.reject, "rejected")
+        self._decide_selected(self.app.session.reject, "rejected", "rejected")
 
     def action_unknown(self) -> None:
-        self._decide_selected(self.app.session.leave_unknown, "left unknown")
+        self._decide_selected(self.app.session.leave_unknown, "left unknown", "unknown")
 
-    def _decide_selected(self, decide: Callable[[int], None], label: str) -> None:
+    def _decide_selected(self, decide: Callable[..., None], label: str, status: str) -> None:
         face = self.selected_face()
         if face is not None and not face.decided:
-            self.run_step(lambda: decide(face.face_id) or f"face {face.number}: {label}")
+            self._show_decided(face, None, status)
+            self.run_step(lambda: decide(face.face_id, defer=True)
+                          or f"face {face.number}: {label}", self.current_sha)
 
     def action_confirm_all(self) -> None:
         if self.current_sha:
             sha, session = self.current_sha, self.app.session
-            self.run_step(lambda: f"confirmed {session.confirm_all_known(sha)} face(s)")
+            self.run_step(lambda: f"confirmed {session.confirm_all_known(sha, defer=True)} "
+                          "face(s)", sha)
 
     def action_undo(self) -> None:
         session = self.app.session
-        self.run_step(lambda: session.undo() or "nothing to undo")
+        self.run_step(lambda: session.undo(defer=True) or "nothing to undo",
+                      session.last_decided_photo())
 
     def action_threshold(self, direction: int) -> None:
         session = self.app.session
@@ -226,9 +432,36 @@ class TriageScreen(TwoTableScreen):
             changed = session.set_threshold(target)
             screen.app.post_message(DecisionsChanged(
                 f"threshold {session.threshold:.2f}: {len(changed)} photo(s) changed",
-                frozenset(changed)))
+                frozenset(changed), marked=frozenset(session.renamed)))
 
         rescore(self)
+
+    def action_import_people(self) -> None:
+        """Enrol known people from a folder of Name/photo.jpg, or one photo under a name."""
+        session = self.app.session
+
+        def run(path: Path, name: str | None) -> None:
+            self.notify(f"importing {path} …", timeout=3)
+            self.run_step(lambda: session.import_people(path, name), None)
+
+        def chosen(text: str | None) -> None:
+            if not text or not text.strip():
+                return
+            path = Path(text.strip()).expanduser()
+            if not path.is_absolute():
+                path = Path.cwd() / path
+            if path.is_file():
+                self.app.push_screen(NameScreen(f"Who is in {path.name}?",
+                                                session.identity_names()),
+                                     lambda name: name and run(path, name))
+            elif path.is_dir():
+                run(path, None)
+            else:
+                self.notify(f"{path} does not exist", severity="error")
+
+        self.app.push_screen(TextScreen(
+            "Import known people: a folder of Name/photo.jpg, or one photo",
+            placeholder="path (relative to where faceid runs)"), chosen)
 
     def after_decision(self) -> None:
         """Move to the next face (or photo) waiting for a decision."""
@@ -236,14 +469,7 @@ class TriageScreen(TwoTableScreen):
         if open_faces:
             self.query_one("#faces", DataTable).move_cursor(row=open_faces[0], animate=False)
             return
-        waiting = [sha for sha, v in self._views.items() if v.state == "to review"]
-        if waiting and self.current_sha not in waiting:
-            keys = list(self._views)
-            after = [sha for sha in waiting if keys.index(sha) > keys.index(self.current_sha)]
-            self.current_sha = (after or waiting)[0]
-            self.query_one("#queue", DataTable).move_cursor(row=keys.index(self.current_sha),
-                                                            animate=False)
-            self.refresh_faces(select_face=0)
+        self.action_next_open()
 
     # -- navigation -------------------------------------------------------------------------
 

@@ -3,18 +3,17 @@ with `tab` to switch tables and `j`/`k` to move in the focused one."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Header, Static
 
+from faceid_tui.tui.host import TriageHost
 from faceid_tui.tui.preview import FacePreview
-
-if TYPE_CHECKING:
-    from faceid_tui.tui.app import FaceIdApp
 
 
 class TwoTableScreen(Screen[None]):
@@ -27,22 +26,31 @@ class TwoTableScreen(Screen[None]):
         Binding("k", "cursor(-1)", "Up", show=False),
     ]
 
-    app: FaceIdApp
+    app: TriageHost
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
         yield Static("", id="status")
+        yield from self.compose_above_tables()
         with Horizontal(id="main"):
             with Vertical(id="tables"):
                 for table_id, title in (self.TOP, self.BOTTOM):
-                    table = DataTable(id=table_id, cursor_type="row", zebra_stripes=True)
+                    table = self.make_table(table_id)
                     table.border_title = title
                     yield table
             yield FacePreview(self.app.images, id="preview")
-        yield Footer()
+        yield Footer(compact=True)  # every key shown fits 80 columns
 
-    def table(self, table_id: str) -> DataTable:
-        return self.query_one(f"#{table_id}", DataTable)
+    def compose_above_tables(self) -> ComposeResult:
+        """Rows a screen adds between the status line and the tables (none here)."""
+        yield from ()
+
+    def make_table(self, table_id: str) -> Widget:
+        """The widget of one list: a DataTable unless a screen needs another (a long list)."""
+        return DataTable(id=table_id, cursor_type="row", zebra_stripes=True)
+
+    def table(self, table_id: str) -> Widget:
+        return self.query_one(f"#{table_id}")
 
     def action_switch_table(self) -> None:
         top, bottom = self.TOP[0], self.BOTTOM[0]
@@ -51,7 +59,7 @@ class TwoTableScreen(Screen[None]):
 
     def action_cursor(self, step: int) -> None:
         focused = self.focused
-        table = focused if isinstance(focused, DataTable) else self.table(self.TOP[0])
+        table = focused if hasattr(focused, "action_cursor_down") else self.table(self.TOP[0])
         if step > 0:
             table.action_cursor_down()
         else:
