@@ -116,6 +116,9 @@ class TriageSession:
         self.paths.inbox = Path(paths.inbox).absolute()
         self._lock = threading.RLock()
         self._matcher: Matcher | None = None
+        # Set when the bank or threshold changed: the matcher is rebuilt on next use, while
+        # readers without the lock go on with the one they have.
+        self._matcher_dirty = False
         self._threshold_override: float | None = None  # set by the user's +/- keys
         self.errors = 0
         # In-memory mirror of the ledger (see the module docstring).
@@ -244,7 +247,7 @@ class TriageSession:
         remove_stale_temp_files(self.paths.out)  # left by a write that was killed
         with self._lock:
             self.ledger.requeue_other_models(self.pipeline.model_id)
-            self._matcher = None
+            self._matcher_dirty = True
             self._reload()
 
     def process(self, photos: list[PhotoRow],
@@ -373,9 +376,10 @@ class TriageSession:
     @property
     def matcher(self) -> Matcher:
         with self._lock:
-            if self._matcher is None:
+            if self._matcher is None or self._matcher_dirty:
                 self._matcher = self.bank.matcher()
                 self._matcher.threshold = self.threshold
+                self._matcher_dirty = False
             return self._matcher
 
     def _usable(self, sha: str) -> list[FaceRow] | None:
@@ -403,13 +407,14 @@ class TriageSession:
         # The screen calls this on every move: when the photo is matched already, read without
         # the lock (the caches are replaced entry by entry, never emptied while in use), so a
         # re-match or a store running in a worker does not hold the keyboard up.
-        if sha in self._matches and self._matcher is not None:
-            return self._face_views(sha)
+        matcher = self._matcher
+        if sha in self._matches and matcher is not None:
+            return self._face_views(sha, matcher)
         with self._lock:
             self._match_missing([sha])
             return self._face_views(sha)
 
-    def _face_views(self, sha: str) -> list[FaceView]:
+    def _face_views(self, sha: str, matcher: Matcher | None = None) -> list[FaceView]:
         rows = self._face_rows.get(sha, [])
         matches = self._matches.get(sha) or [None] * len(rows)
         views = []
@@ -418,7 +423,7 @@ class TriageSession:
             if face.decision:
                 status = face.decision
                 name = face.decided_name
-                score = self._score_for(face, name) if name else None
+                score = self._score_for(face, name, matcher) if name else None
                 views.append(FaceView(face.id, face.index + 1, face.box, name, score, None,
                                       status, True, candidates))
             elif match is None:
@@ -430,10 +435,11 @@ class TriageSession:
                                       candidates))
         return views
 
-    def _score_for(self, face: FaceRow, name: str) -> float | None:
+    def _score_for(self, face: FaceRow, name: str,
+                   matcher: Matcher | None = None) -> float | None:
         if face.model_id != self.pipeline.model_id:
             return None
-        matcher = self.matcher
+        matcher = matcher or self.matcher
         if name not in matcher.identities:
             return None
         return matcher.identity_score(face.embedding, name)
@@ -481,7 +487,7 @@ class TriageSession:
         product; return the photos whose view changed (:attr:`renamed`: those among them
         whose names or tiers changed, not only scores)."""
         with self._lock:
-            self._matcher = None
+            self._matcher_dirty = True
             self._stale = False
             pending = [sha for sha, row in self._photos.items()
                        if row.state == REVIEW and self._usable(sha) is not None]
@@ -639,7 +645,7 @@ class TriageSession:
         return self._stale
 
     def _bank_changed(self) -> None:
-        self._matcher = None
+        self._matcher_dirty = True
         self._stale = True
         self._identity_count = None
 
@@ -647,7 +653,7 @@ class TriageSession:
         """The bank was edited elsewhere (the bank screen: renames reach decided faces too):
         read the faces back and match everything again."""
         with self._lock:
-            self._matcher = None
+            self._matcher_dirty = True
             self._reload()
 
     # -- threshold ------------------------------------------------------------------------

@@ -92,7 +92,7 @@ class FaceIdApp(TriageHost):
         if self._watcher is not None:
             self._watcher.stop()
         self.workers.cancel_all()
-        # The processing thread stops between two photos; let it finish the one it is storing
+        # The processing thread stops between two chunks; let it finish the one it is storing
         # (and close its detect processes) before the caller closes the ledger.
         self._processing_idle.wait(timeout=PROCESSING_STOP_S)
         self.journal.empty_trash()
