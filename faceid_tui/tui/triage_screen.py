@@ -122,8 +122,8 @@ class TriageScreen(TwoTableScreen):
         width = self.photo_list.scrollable_content_region.width
         names_width = max(8, width - (PHOTO_WIDTH + STATE_WIDTH + 2 + 4) - 2 * 5)
         photo, *rest = row_cells(view, self.display_name(view), names_width)
-        if sha in self.changed_rows:
-            photo = "•" + photo[:PHOTO_WIDTH - 1]
+        if sha in self.changed_rows:  # the dot takes a column: cut the name in the middle
+            photo = "•" + ellipsize_middle(self.display_name(view), PHOTO_WIDTH - 1)
         return (photo, *rest)
 
     def refresh_tables(self, changed: set[str] | frozenset[str] | None = None, *,
