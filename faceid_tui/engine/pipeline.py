@@ -150,12 +150,14 @@ class Pipeline:
 
         yield from self._embedded_chunks(found_here(), chunk_size, keep_chips)
 
-    def _workers_for(self, paths: Iterable[Path], requested: int | None) -> int:
+    def _workers_for(self, paths: Iterable[Path] | None, requested: int | None) -> int:
+        """Detect processes for a run over ``paths`` (None: a stream, whatever its length)."""
         if requested is None:
             requested = self.options.detect_workers
         if requested is not None:
             return max(0, requested)
-        if not isinstance(paths, Sized) or len(paths) < PARALLEL_MIN_PHOTOS:
+        if paths is not None and (not isinstance(paths, Sized)
+                                  or len(paths) < PARALLEL_MIN_PHOTOS):
             return 0
         cores = available_cores()
         return cores if cores > 1 else 0
@@ -183,11 +185,7 @@ class Pipeline:
         drop never wait for the next. Ends when the feed is closed and drained, or
         ``should_stop``. ``workers``: as for :meth:`run`, but None means one process per core
         whatever the count (a stream has no length to judge by)."""
-        if workers is None:
-            workers = self.options.detect_workers
-        if workers is None:
-            cores = available_cores()
-            workers = cores if cores > 1 else 0
+        workers = self._workers_for(None, workers)
         if workers > 0:
             _ = self.embedder  # load the networks while the workers start
             with self._detect_pool(workers) as pool:

@@ -177,9 +177,6 @@ class Ledger:
             ).fetchone()
         return PhotoRow(*row) if row else None
 
-    def queued(self) -> list[PhotoRow]:
-        return [photo for photo in self.photos() if photo.state == QUEUED]
-
     def store_results(self, sha256: str, width: int, height: int, model_id: str,
                       faces: list[tuple[tuple[int, int, int, int], np.ndarray]]) -> None:
         """Save a processed photo's faces and embeddings; it then waits for review."""

@@ -157,7 +157,6 @@ class TriageSession:
             for face in self.ledger.faces():
                 self._face_rows.setdefault(face.photo_sha, []).append(face)
             self._matches.clear()
-            self._views.clear()
             self._stale = False
             self._identity_count = None
 

@@ -208,6 +208,10 @@ class RowList(ScrollView, can_focus=True):
         self._resized()
         self._clamp_and_show()
 
+    def column_widths(self) -> list[int]:
+        """Each column's width in characters now (the open one takes what the others leave)."""
+        return self._widths(self.scrollable_content_region.width)
+
     def _widths(self, total: int) -> list[int]:
         fixed = sum(c.width or 0 for c in self.columns) + 2 * self.padding * len(self.columns)
         rest = max(1, total - fixed)

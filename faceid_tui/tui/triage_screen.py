@@ -119,8 +119,7 @@ class TriageScreen(TwoTableScreen):
         view = self.app.session.photo(sha)
         if view is None:
             return ("", "", "", "", "")
-        width = self.photo_list.scrollable_content_region.width
-        names_width = max(8, width - (PHOTO_WIDTH + STATE_WIDTH + 2 + 4) - 2 * 5)
+        names_width = max(8, self.photo_list.column_widths()[-1])
         photo, *rest = row_cells(view, self.display_name(view), names_width)
         if sha in self.changed_rows:  # the dot takes a column: cut the name in the middle
             photo = "•" + ellipsize_middle(self.display_name(view), PHOTO_WIDTH - 1)
@@ -169,7 +168,7 @@ class TriageScreen(TwoTableScreen):
         photos = self.photo_list
         session, settings = self.app.session, self.settings
         views = {sha: session.photo(sha) for sha in changed}
-        appended = removed = False
+        removed = False
         cursor = photos.cursor_row
         for sha in sorted(changed, key=lambda sha: views[sha].seq if views[sha] else 0):
             view = views[sha]
@@ -185,9 +184,8 @@ class TriageScreen(TwoTableScreen):
                     return
                 photos.append(sha)
                 self._last_seq = max(self._last_seq, view.seq)
-                appended = True
         photos.refresh_rows(changed)
-        if settings.sort_key == "score" and (appended or changed):
+        if settings.sort_key == "score":
             photos.sort(lambda sha: settings.order(session.photo(sha)))
         self._title(photos.row_count, sum(session.counts().values()))
         if self.current_sha not in photos:
