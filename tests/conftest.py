@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,26 @@ from faceid_tui.engine.models import ModelStore
 from faceid_tui.engine.pipeline import Pipeline, PipelineOptions
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("FACEID_SHARED", REPO.parent / "shared"))
+
+
+def _shared_folder() -> Path:
+    """``$FACEID_SHARED``, else the ``shared/`` beside this checkout, else (a clone made
+    elsewhere, e.g. in a temporary folder) the one beside the checkout it was cloned from."""
+    if "FACEID_SHARED" in os.environ:
+        return Path(os.environ["FACEID_SHARED"])
+    beside = REPO.parent / "shared"
+    if not beside.is_dir():
+        try:
+            origin = subprocess.run(["git", "-C", str(REPO), "config", "remote.origin.url"],
+                                    capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            origin = ""
+        if origin and Path(origin).is_dir() and (Path(origin).parent / "shared").is_dir():
+            return Path(origin).resolve().parent / "shared"
+    return beside
+
+
+SHARED = _shared_folder()
 FACES = SHARED / "faces"
 
 
