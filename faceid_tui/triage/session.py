@@ -144,19 +144,22 @@ class TriageSession:
 
     # -- the in-memory mirror -------------------------------------------------------------
     def _reload(self) -> None:
-        """Read every photo and face back from the ledger (at start, after outside edits)."""
+        """Read every photo and face back from the ledger (at start, after outside edits).
+        New structures are built, then swapped in: readers without the lock (counts, views)
+        never see a half-empty mirror."""
         with self._lock:
-            self._photos.clear()
-            self._seq.clear()
-            self._counts.clear()
-            self._last_seq = 0
-            self._views.clear()
-            for row in self.ledger.photos():
-                self._put_row(row, build=False)  # views are built on first read
-            self._face_rows = {}
+            photos: dict[str, PhotoRow] = {}
+            seq: dict[str, int] = {}
+            counts: Counter[str] = Counter()
+            for number, row in enumerate(self.ledger.photos(), start=1):
+                photos[row.sha256], seq[row.sha256] = row, number
+                counts[row.state] += 1
+            face_rows: dict[str, list[FaceRow]] = {}
             for face in self.ledger.faces():
-                self._face_rows.setdefault(face.photo_sha, []).append(face)
-            self._matches.clear()
+                face_rows.setdefault(face.photo_sha, []).append(face)
+            self._photos, self._seq, self._counts = photos, seq, counts
+            self._last_seq = len(photos)
+            self._face_rows, self._matches, self._views = face_rows, {}, {}  # views: on read
             self._stale = False
             self._identity_count = None
 
