@@ -136,6 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--annotate", type=Path, metavar="DIR",
                       help="write annotated copies and JSON sidecars to DIR")
 
+    cluster = commands.add_parser(
+        "cluster", parents=[common],
+        help="group the faces of photos by person (the app's people to name)")
+    cluster.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                         help="photos and folders (searched recursively)")
+    cluster.add_argument("--json", action="store_true",
+                         help="JSON Lines, one object per group (faces alone last)")
+    cluster.add_argument("--annotate", type=Path, metavar="DIR",
+                         help="write copies with each face's group drawn on it to DIR")
+
     enrol = commands.add_parser("enroll", aliases=["enrol"], parents=[common],
                                 help="add photos of a person to the bank")
     enrol.add_argument("name", help="identity name (created if new)")
@@ -231,6 +241,18 @@ def build_parser() -> argparse.ArgumentParser:
     groups.add_argument("--gallery-dir", type=Path, metavar="DIR",
                         help="gallery as Name/photo.jpg folders instead of GALLERY_CSV")
     groups.add_argument("--json", action="store_true", help="one JSON object")
+    clusters = eval_commands.add_parser(
+        "clusters", parents=[common],
+        help="LFW: how well faces are grouped by person, against Chinese whispers, HDBSCAN "
+             "and DBSCAN on the same vectors")
+    clusters.add_argument("lfw_dir", type=Path, metavar="DIR",
+                          help="LFW-style folder: images/<Name>/<file> (or <Name>/ directly)")
+    clusters.add_argument("--embeddings", type=Path, metavar="FILE.npz",
+                          help="cache of the image vectors (as for eval identification)")
+    clusters.add_argument("--methods", default="faceid,chinese-whispers,hdbscan,dbscan",
+                          help="comma-separated methods to run (default: all; faceid "
+                               "brings faceid-app64, the default fed 64 faces at a time)")
+    clusters.add_argument("--json", action="store_true", help="one JSON object")
     return parser
 
 
@@ -581,6 +603,8 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         return cmd_eval_identification(args, settings)
     if args.eval_command == "groups":
         return cmd_eval_groups(args, settings)
+    if args.eval_command == "clusters":
+        return cmd_eval_clusters(args, settings)
     from faceid_tui.engine.evaluation import evaluate_pairs
 
     if not args.csv.is_file():
@@ -792,6 +816,164 @@ def cmd_eval_groups(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_FILE_FAILED if result.errors else EXIT_OK
 
 
+def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
+    """Group the faces of the given photos as the app's people to name does (no ledger)."""
+    from faceid_tui.bank.thresholds import group_threshold
+    from faceid_tui.engine.annotation import FaceLabel, write_annotated
+    from faceid_tui.engine.decode import load_rgb
+    from faceid_tui.triage.clustering import group_faces
+    from faceid_tui.triage.people import best_identities
+
+    photos = collect_photos(args.paths)
+    if not photos:
+        raise UsageError("no photos found in the given paths")
+    pipeline = build_pipeline(settings)
+    bank = open_bank(settings, pipeline)
+    try:
+        sync_bank(bank, show_progress=not args.json)
+        matcher = bank.matcher()
+        faces: list[tuple[Path, FaceResult]] = []
+        failed: dict[str, str] = {}
+        with progress_bar(len(photos), "finding faces", enabled=not args.json) as advance:
+            for result in pipeline.run(photos):
+                if result.error:
+                    failed[str(result.path)] = result.error
+                faces += [(result.path, face) for face in result.faces
+                          if face.embedding is not None]
+                advance()
+    finally:
+        bank.close()
+    vectors = (np.stack([face.embedding for _, face in faces]) if faces
+               else np.zeros((0, 1), np.float32))
+    threshold = group_threshold(pipeline.model_id, len(faces)).value
+    clusters = group_faces(vectors, [str(path) for path, _ in faces], threshold)
+    groups = clusters.groups()
+    best = best_identities(matcher, clusters, groups)
+    records: list[dict[str, object]] = []
+    label_of: dict[int, str] = {}
+    for number, (group, (name, score, tier)) in enumerate(zip(groups, best, strict=True),
+                                                          start=1):
+        fit = clusters.face_scores(group)
+        members = sorted(fit, key=lambda face: -fit[face])
+        label_of.update({face: f"group {number}" for face in members})
+        records.append({
+            "cluster": number, "size": len(members), "photos": len(clusters.photos(group)),
+            "cohesion": round(clusters.cohesion(group), 4),
+            "best_identity": name, "best_score": None if score is None else round(score, 4),
+            "best_status": tier,
+            "faces": [{"path": str(faces[f][0]), "box": faces[f][1].box.as_list(),
+                       "fit": round(fit[f], 4)} for f in members],
+        })
+    alone = [f for f in range(len(faces)) if f not in label_of]
+    for face in alone:
+        records.append({"cluster": None, "size": 1, "photos": 1, "cohesion": None,
+                        "best_identity": None, "best_score": None, "best_status": None,
+                        "faces": [{"path": str(faces[face][0]),
+                                   "box": faces[face][1].box.as_list(), "fit": None}]})
+    if args.annotate is not None:
+        remove_stale_temp_files(args.annotate)
+        by_photo: dict[Path, list[int]] = {}
+        for number, (path, _) in enumerate(faces):
+            by_photo.setdefault(path, []).append(number)
+        for path, numbers in by_photo.items():
+            labels = [FaceLabel(tuple(faces[n][1].box.as_list()), label_of.get(n), None,
+                                "known" if n in label_of else "unknown") for n in numbers]
+            record = {"path": str(path), "model": pipeline.model_id,
+                      "group_threshold": round(threshold, 4),
+                      "faces": [{"box": faces[n][1].box.as_list(), "group": label_of.get(n)}
+                                for n in numbers]}
+            write_annotated(args.annotate, path, load_rgb(path), labels, record)
+    if args.json:
+        for record in records:
+            print_json(record)
+    else:
+        table = Table("group", "faces", "photos", "alike", "best match", "photos (first 3)",
+                      header_style="bold")
+        for record in records[:len(groups)]:
+            paths = sorted({Path(str(face["path"])).name
+                            for face in record["faces"]})  # type: ignore[union-attr]
+            best_text = (f"{record['best_identity']} {record['best_score']:.2f}"
+                         if record["best_identity"] else "-")
+            table.add_row(str(record["cluster"]), str(record["size"]), str(record["photos"]),
+                          f"{record['cohesion']:.2f}", escape(best_text),
+                          escape(", ".join(paths[:3]) + (" …" if len(paths) > 3 else "")))
+        stdout.print(table)
+        stdout.print(f"[dim]{len(faces)} face(s) in {len(photos)} photo(s): {len(groups)} "
+                     f"group(s), {len(alone)} face(s) alone · merge threshold {threshold:.3f} "
+                     f"for {len(faces)} faces · model {pipeline.model_id}[/dim]")
+    for path, error in failed.items():
+        stderr.print(f"[red]{escape(path)}: {escape(error)}[/red]")
+    return EXIT_FILE_FAILED if failed else EXIT_OK
+
+
+def cmd_eval_clusters(args: argparse.Namespace, settings: Settings) -> int:
+    """Cluster every LFW face with faceid and the baselines; compare at pairwise precision
+    0.99 (benchmarks/README.md has the table)."""
+    from faceid_tui.bank.open_set_eval import list_lfw_images, load_or_embed_lfw
+    from faceid_tui.triage.cluster_eval import (
+        FACEID_GRID,
+        MIN_PRECISION,
+        OperatingPoint,
+        baseline_methods,
+        evaluate_clustering,
+        faceid_method,
+    )
+
+    if not args.lfw_dir.is_dir():
+        raise UsageError(f"{args.lfw_dir} is not a folder; give the LFW folder")
+    wanted = [name.strip() for name in args.methods.split(",") if name.strip()]
+    pipeline = build_pipeline(settings)
+    methods = {"faceid": faceid_method(pipeline.model_id, None, FACEID_GRID),
+               "faceid-app64": faceid_method(
+                   pipeline.model_id, None, FACEID_GRID[:1], chunk=64),
+               **baseline_methods()}
+    unknown = [name for name in wanted if name not in methods]
+    if unknown:
+        raise UsageError(f"unknown method(s) {', '.join(unknown)}; choose from "
+                         f"{', '.join(methods)}")
+    chosen = {name: method for name, method in methods.items()
+              if name in wanted or (name == "faceid-app64" and "faceid" in wanted)}
+    total = sum(len(images) for images in list_lfw_images(args.lfw_dir).values())
+    with progress_bar(total, "embedding LFW", enabled=not args.json) as advance:
+        embeddings = load_or_embed_lfw(pipeline, args.lfw_dir, args.embeddings,
+                                       on_photo=advance)
+    if not args.json:
+        for note in embeddings.notes:
+            stderr.print(f"[dim]{escape(note)}[/dim]")
+
+    def progress(point: OperatingPoint) -> None:
+        if not args.json:
+            stderr.print(f"[dim]{escape(point.method)} {point.param}: pairwise P "
+                         f"{point.pairwise.precision:.4f}, BCubed F {point.bcubed.f:.4f} "
+                         f"({point.seconds:.1f} s)[/dim]")
+
+    result = evaluate_clustering(embeddings.vectors, embeddings.identities, chosen,
+                                 on_point=progress)
+    if args.json:
+        print_json({"model": pipeline.model_id, **result.as_dict()})
+        return EXIT_OK
+    data = result.dataset
+    stdout.print(f"clustering · {escape(str(args.lfw_dir))} · {pipeline.model_id} · "
+                 f"{data.faces} faces of {data.identities} people ({data.identities_with_pairs}"
+                 f" with ≥ 2 images; {data.singleton_faces} faces alone as noise)")
+    # Plain lines, not a table: they are meant to be pasted and compared, at any width.
+    print(f"{'method':<13} {'point':<9} {'pairwise P / R':<15} {'BCubed P / R / F':<22} "
+          f"{'groups':>6} {'s/run':>6}  parameter")
+    for name in chosen:
+        for label, point in ((f"P ≥ {MIN_PRECISION}", result.best(name)),
+                             ("best F", result.best_any(name))):
+            if point is None:
+                print(f"{name:<13} {label:<9} none reaches it")
+                continue
+            param = (", ".join(f"{key} {value}" for key, value in point.param.items())
+                     if isinstance(point.param, dict) else str(point.param))
+            print(f"{name:<13} {label:<9} {point.pairwise.precision:.4f} / "
+                  f"{point.pairwise.recall:.4f} {point.bcubed.precision:.4f} / "
+                  f"{point.bcubed.recall:.4f} / {point.bcubed.f:.4f} {point.clusters:>6} "
+                  f"{point.seconds:>6.1f}  {param}")
+    return EXIT_OK
+
+
 def cmd_calibrate(args: argparse.Namespace, settings: Settings) -> int:
     from faceid_tui.bank.calibration import calibrate
     from faceid_tui.bank.thresholds import save_threshold
@@ -897,6 +1079,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "scan": cmd_scan, "enroll": cmd_enroll, "enrol": cmd_enroll, "bank": cmd_bank,
     "embed": cmd_embed, "models": cmd_models, "eval": cmd_eval, "serve": cmd_serve,
+    "cluster": cmd_cluster,
     "calibrate": cmd_calibrate,
 }
 

@@ -201,3 +201,27 @@ def test_the_auto_detector_adds_the_cnn_only_in_the_accurate_mode() -> None:
     assert detector("--embedder", "facenet+dlib") == "hog,cnn"
     assert detector("--embedder", "facenet+dlib", "--detector", "hog") == "hog"
     assert detector("--detector", "hog+cnn") == "hog+cnn"
+
+
+def test_cluster_groups_people_by_photo_with_json_and_annotations(
+        tmp_path: Path, obama_bank: Path, identity_photos, models_dir: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    people = ("Juanes", "Jon_Voight", "Mary_Carey", "barack_obama")
+    for name in people:
+        for photo in identity_photos[name]:
+            shutil.copy2(photo, photos / f"{name}--{photo.name}")
+    run = faceid("cluster", photos, "--json", "--annotate", tmp_path / "out", cwd=tmp_path,
+                 models=models_dir)
+    assert run.returncode == 0, run.stderr
+    records = json_lines(run.stdout)
+    groups = [r for r in records if r["cluster"] is not None]
+    assert len(groups) == len(people)
+    for group in groups:
+        names = {Path(face["path"]).name.split("--")[0] for face in group["faces"]}
+        assert len(names) == 1 and group["size"] == len(group["faces"]) >= 2
+        assert 0 < group["cohesion"] <= 1
+        # The bank knows Obama: his group shows him as its best identity, nobody else's does.
+        assert (group["best_identity"] == "barack_obama") == (names == {"barack_obama"})
+    sidecar = json.loads((tmp_path / "out" / "Juanes--Juanes_0001.faceid.json").read_text())
+    assert sidecar["faces"][0]["group"].startswith("group ")

@@ -49,6 +49,22 @@ SUGGESTION_FAR = 0.01
 #: strangers are shown a tentative name, while 95 % of the LFW probes still show the right one
 #: (benchmarks/README.md, open-set tiers).
 SUGGESTION_FPIR = 0.5
+#: Grouping unknown faces (``people to name``, :mod:`faceid_tui.triage.clustering`): two
+#: groups merge when the mean score over every pair of their faces reaches the model's
+#: impostor-curve threshold at a per-pair FAR of GROUP_PAIR_BUDGET / (faces being grouped).
+#: Among n faces there are ~n²/2 stranger pairs but only ~n·m/2 pairs of one person, so the
+#: share of wrong merges stays put only if the FAR falls as 1/n. The budget was chosen on LFW
+#: (8,476 faces: FAR 2.9e-5, threshold 0.915 for the fused model) by ``faceid eval clusters
+#: ../shared/lfw``: of 0.2, 0.25, 0.3, 0.42, 0.6 and 1.0, the largest that keeps pairwise
+#: precision >= 0.99 both for all faces at once and for faces fed 64 at a time as the app
+#: does (0.3: 0.9913 and 0.9897; 0.25: 0.9916 and 0.9911), since a wrong merge costs the user
+#: more than a split. A small drop gets a lower threshold: its few strangers give few chances
+#: to err.
+GROUP_PAIR_BUDGET = 0.25
+#: ... and never more than this FAR, however few the faces: on the 67 dev photos
+#: (../shared/faces/identities, tests/test_people.py) FAR 6e-3 merged two people's groups,
+#: 1e-3 (fused threshold 0.883) keeps all 19 people apart and each one whole.
+GROUP_MAX_FAR = 1e-3
 #: The model whose score scale :data:`AMBIGUOUS_MARGIN` was set in.
 MARGIN_REFERENCE_MODEL = "facenet-casia-webface-20180408/dlib5-chip160-pad0.4"
 #: Used for models with no measured curve (e.g. VGGFace2 weights supplied by the user).
@@ -274,6 +290,22 @@ def bank_thresholds(model_id: str, identities: int, samples: int,
     return BankThresholds(open_set_threshold(model_id, identities, samples, fpir),
                           likely_threshold(model_id, identities, samples),
                           ambiguous_margin(model_id))
+
+
+def group_threshold(model_id: str, faces: int,
+                    budget: float = GROUP_PAIR_BUDGET) -> ThresholdChoice:
+    """The average-linkage threshold for grouping ``faces`` unknown faces (see
+    :data:`GROUP_PAIR_BUDGET`; ``budget`` to try another operating point)."""
+    far = min(GROUP_MAX_FAR, budget / max(1, faces))
+    curve = IMPOSTOR_CURVES.get(model_id)
+    if curve is None:
+        return ThresholdChoice(FALLBACK_THRESHOLD, "fallback",
+                               f"no impostor curve measured for {model_id}")
+    value, measured = curve.threshold_at(far)
+    detail = f"FAR {far:.0e} per comparison, average linkage ({curve.source})"
+    if not measured:
+        detail += "; beyond the measured range, the curve's last point is used"
+    return ThresholdChoice(value, "impostor curve", detail)
 
 
 def pair_threshold(model_id: str) -> ThresholdChoice:

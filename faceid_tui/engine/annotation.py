@@ -90,3 +90,25 @@ def write_annotated(out_dir: Path, source: Path, image_rgb: np.ndarray,
     atomic_write_bytes(image_path, encoded.tobytes())
     atomic_write_text(sidecar_path, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
     return image_path, sidecar_path
+
+
+def contact_sheet(faces_rgb: list[np.ndarray], *, columns: int = 4, cell: int = 96,
+                  highlight: int | None = None) -> np.ndarray:
+    """The faces side by side in a grid of square cells (RGB), the one at ``highlight``
+    framed in white: a group's faces at a glance in a terminal preview."""
+    count = max(1, len(faces_rgb))
+    columns = max(1, min(columns, count))
+    rows = (count + columns - 1) // columns
+    sheet = np.full((rows * cell, columns * cell, 3), 32, dtype=np.uint8)
+    for number, face in enumerate(faces_rgb):
+        top, left = (number // columns) * cell, (number % columns) * cell
+        height, width = face.shape[:2]
+        factor = (cell - 4) / max(height, width, 1)
+        size = (max(1, round(width * factor)), max(1, round(height * factor)))
+        small = cv2.resize(face, size, interpolation=cv2.INTER_AREA)
+        y, x = top + (cell - size[1]) // 2, left + (cell - size[0]) // 2
+        sheet[y:y + size[1], x:x + size[0]] = small
+        if number == highlight:
+            cv2.rectangle(sheet, (left + 1, top + 1), (left + cell - 2, top + cell - 2),
+                          (255, 255, 255), 2)
+    return sheet

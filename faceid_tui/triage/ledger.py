@@ -64,6 +64,32 @@ CREATE TABLE IF NOT EXISTS decisions (
     enrolled_path TEXT,
     created_identity INTEGER NOT NULL DEFAULT 0,
     at REAL NOT NULL,
+    undone INTEGER NOT NULL DEFAULT 0,
+    action_id INTEGER REFERENCES group_actions(id)
+);
+CREATE TABLE IF NOT EXISTS face_groups (
+    face_id INTEGER PRIMARY KEY REFERENCES faces(id) ON DELETE CASCADE,
+    group_id INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS face_groups_by_group ON face_groups(group_id);
+CREATE TABLE IF NOT EXISTS face_offsets (
+    face_id INTEGER PRIMARY KEY REFERENCES faces(id) ON DELETE CASCADE,
+    offset REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS group_bars (
+    face_id INTEGER NOT NULL REFERENCES faces(id) ON DELETE CASCADE,
+    group_id INTEGER NOT NULL,
+    PRIMARY KEY (face_id, group_id)
+);
+CREATE TABLE IF NOT EXISTS grouping (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS group_actions (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    at REAL NOT NULL,
     undone INTEGER NOT NULL DEFAULT 0
 )
 """
@@ -100,6 +126,8 @@ class DecisionRow:
     name: str | None
     enrolled_path: str | None
     created_identity: bool
+    action_id: int | None = None
+    at: float = 0.0
 
 
 class Ledger:
@@ -111,9 +139,18 @@ class Ledger:
         self._database.create_schema(_SCHEMA)
         self._db = self._database.connection
         self._lock = self._database.lock
+        self._add_missing_columns()
         with self.transaction():
             # A photo caught mid-processing by a crash is simply queued again.
             self._db.execute("UPDATE photos SET state=? WHERE state=?", (QUEUED, PROCESSING))
+
+    def _add_missing_columns(self) -> None:
+        """Ledgers written before group actions existed lack ``decisions.action_id``."""
+        with self.transaction():
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(decisions)")}
+            if "action_id" not in columns:
+                self._db.execute("ALTER TABLE decisions ADD COLUMN action_id INTEGER "
+                                 "REFERENCES group_actions(id)")
 
     def transaction(self) -> AbstractContextManager[None]:
         """One atomic unit of work; nested uses join the outer transaction."""
@@ -233,7 +270,10 @@ class Ledger:
         return next(face for face in self.faces(sha[0]) if face.id == face_id)
 
     def decide(self, face_id: int, decision: str, name: str | None,
-               enrolled_path: str | None = None, created_identity: bool = False) -> None:
+               enrolled_path: str | None = None, created_identity: bool = False,
+               action_id: int | None = None) -> None:
+        """Record a decision on a face; ``action_id``: part of one group action (undone
+        together)."""
         with self.transaction():
             self._db.execute(
                 "UPDATE faces SET decision=?, decided_name=?, enrolled_path=?, decided_at=? "
@@ -241,8 +281,9 @@ class Ledger:
             )
             self._db.execute(
                 "INSERT INTO decisions(face_id, decision, name, enrolled_path, created_identity, "
-                "at) VALUES (?, ?, ?, ?, ?, ?)",
-                (face_id, decision, name, enrolled_path, int(created_identity), time.time()),
+                "at, action_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (face_id, decision, name, enrolled_path, int(created_identity), time.time(),
+                 action_id),
             )
             self._refresh_photo_state(face_id)
 
@@ -260,10 +301,26 @@ class Ledger:
     def last_decision(self) -> DecisionRow | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT id, face_id, decision, name, enrolled_path, created_identity "
-                "FROM decisions WHERE undone=0 ORDER BY id DESC LIMIT 1"
+                "SELECT id, face_id, decision, name, enrolled_path, created_identity, action_id, "
+                "at FROM decisions WHERE undone=0 ORDER BY id DESC LIMIT 1"
             ).fetchone()
-        return DecisionRow(*row[:5], bool(row[5])) if row else None
+        return DecisionRow(*row[:5], bool(row[5]), row[6], row[7]) if row else None
+
+    def last_action(self) -> tuple[int, float] | None:
+        """``(id, time)`` of the latest group action not undone."""
+        with self._lock:
+            row = self._db.execute("SELECT id, at FROM group_actions WHERE undone=0 "
+                                   "ORDER BY id DESC LIMIT 1").fetchone()
+        return (int(row[0]), float(row[1])) if row else None
+
+    def action_decisions(self, action_id: int) -> list[DecisionRow]:
+        """The live decisions one group action made, the latest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, face_id, decision, name, enrolled_path, created_identity, action_id "
+                "FROM decisions WHERE undone=0 AND action_id=? ORDER BY id DESC", (action_id,)
+            ).fetchall()
+        return [DecisionRow(*row[:5], bool(row[5]), row[6]) for row in rows]
 
     def undo_decision(self, decision: DecisionRow) -> None:
         """Mark a decision undone and put its face back to the previous live decision."""
@@ -293,3 +350,64 @@ class Ledger:
     def rename_identity(self, old: str, new: str) -> None:
         with self.transaction():
             self._db.execute("UPDATE faces SET decided_name=? WHERE decided_name=?", (new, old))
+
+    # -- groups of undecided faces (faceid_tui/triage/clustering.py) ------------------------
+    def grouping_settings(self) -> dict[str, str]:
+        """How the kept groups were made (model id, threshold) and the next group id."""
+        with self._lock:
+            return dict(self._db.execute("SELECT key, value FROM grouping").fetchall())
+
+    def group_rows(self) -> tuple[list[tuple[int, int]], list[tuple[int, int]],
+                                  dict[int, float]]:
+        """``(face id, group id)`` of every grouped face, every bar, and every face's
+        offset (kept for decided faces too: an undo puts a face back as it was)."""
+        with self._lock:
+            members = self._db.execute("SELECT face_id, group_id FROM face_groups").fetchall()
+            bars = self._db.execute("SELECT face_id, group_id FROM group_bars").fetchall()
+            offsets = self._db.execute("SELECT face_id, offset FROM face_offsets").fetchall()
+        return members, bars, dict(offsets)
+
+    def save_groups(self, moved: dict[int, int], left: set[int], next_id: int,
+                    bars: list[tuple[int, int]] | None = None,
+                    settings: dict[str, str] | None = None,
+                    offsets: dict[int, float] | None = None) -> None:
+        """Record a change to the groups: faces that moved (face id → group), faces that
+        left, the next id; ``bars`` replaces every bar, ``settings`` the settings (with
+        ``settings``, every group row is replaced: a regrouping from scratch)."""
+        with self.transaction():
+            if settings is not None:
+                self._db.execute("DELETE FROM face_groups")
+                self._db.execute("DELETE FROM face_offsets")
+                self._db.execute("DELETE FROM grouping")
+                self._db.executemany("INSERT INTO grouping VALUES (?, ?)", settings.items())
+            self._db.executemany("DELETE FROM face_groups WHERE face_id=?",
+                                 [(face,) for face in left])
+            self._db.executemany("INSERT OR REPLACE INTO face_groups VALUES (?, ?)",
+                                 list(moved.items()))
+            if offsets:
+                self._db.executemany("INSERT OR REPLACE INTO face_offsets VALUES (?, ?)",
+                                     list(offsets.items()))
+            if bars is not None:
+                self._db.execute("DELETE FROM group_bars")
+                self._db.executemany("INSERT OR IGNORE INTO group_bars VALUES (?, ?)", bars)
+            self._db.execute("INSERT OR REPLACE INTO grouping VALUES ('next_id', ?)",
+                             (str(next_id),))
+
+    def start_action(self, kind: str, detail: dict[str, object]) -> int:
+        """Record a group action (its decisions carry its id); ``detail`` holds what undo
+        needs to put the groups back."""
+        with self.transaction():
+            cursor = self._db.execute(
+                "INSERT INTO group_actions(kind, detail, at) VALUES (?, ?, ?)",
+                (kind, json.dumps(detail), time.time()))
+            return int(cursor.lastrowid or 0)
+
+    def action(self, action_id: int) -> tuple[str, dict[str, object]] | None:
+        with self._lock:
+            row = self._db.execute("SELECT kind, detail FROM group_actions WHERE id=?",
+                                   (action_id,)).fetchone()
+        return (row[0], json.loads(row[1])) if row else None
+
+    def finish_undo_action(self, action_id: int) -> None:
+        with self.transaction():
+            self._db.execute("UPDATE group_actions SET undone=1 WHERE id=?", (action_id,))

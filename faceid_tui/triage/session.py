@@ -29,6 +29,7 @@ import numpy as np
 from faceid_tui.bank.identity_bank import IdentityBank
 from faceid_tui.bank.importing import import_people, import_photo
 from faceid_tui.bank.matching import AMBIGUOUS, CONFLICT, KNOWN, LIKELY, FaceMatch, Matcher
+from faceid_tui.bank.names import validate_identity_name
 from faceid_tui.engine.annotation import FaceLabel, write_annotated
 from faceid_tui.engine.decode import load_rgb
 from faceid_tui.engine.face_finder import PhotoResult
@@ -45,10 +46,12 @@ from faceid_tui.triage.ledger import (
     REJECTED,
     REVIEW,
     REVIEWED,
+    DecisionRow,
     FaceRow,
     Ledger,
     PhotoRow,
 )
+from faceid_tui.triage.people import ENROL_PER_GROUP, GroupFace, GroupView, PeopleGroups
 
 THRESHOLD_STEP = 0.02
 
@@ -136,6 +139,10 @@ class TriageSession:
         self._outputs_due: set[str] = set()  # photos a decision completed (finish_deferred)
         #: The photos whose names or tiers the latest re-match changed.
         self.renamed: set[str] = set()
+        #: The photos the latest group action or undo changed (for the app to redraw).
+        self.touched_photos: set[str] = set()
+        #: Groups of undecided faces ("people to name"), kept in step with every change.
+        self.people = PeopleGroups(ledger, pipeline.model_id)
         self._reload()
 
     def close(self) -> None:
@@ -160,6 +167,7 @@ class TriageSession:
             self._photos, self._seq, self._counts = photos, seq, counts
             self._last_seq = len(photos)
             self._face_rows, self._matches, self._views = face_rows, {}, {}  # views: on read
+            self.people.load(face_rows, {sha: row.state for sha, row in photos.items()})
             self._stale = False
             self._identity_count = None
 
@@ -178,8 +186,12 @@ class TriageSession:
         if build:
             self._refresh_views([row.sha256])
 
-    def _refresh_views(self, shas: list[str]) -> None:
-        """Build these photos' views again, matching those with faces in one product."""
+    def _refresh_views(self, shas: list[str], *, regroup: bool = True) -> None:
+        """Build these photos' views again, matching those with faces in one product; their
+        undecided faces join the groups of people to name, decided ones leave (unless
+        ``regroup`` is False: undo puts the groups back itself)."""
+        if regroup:
+            self._regroup(shas)
         shas = [sha for sha in shas if sha in self._photos]
         self._match_missing([sha for sha in shas
                              if self._photos[sha].state in (REVIEW, REVIEWED)])
@@ -192,6 +204,15 @@ class TriageSession:
             self._counts[old.state] -= 1
         for cache in (self._seq, self._face_rows, self._matches, self._views):
             cache.pop(sha, None)
+        self._regroup([sha])
+
+    def _regroup(self, shas: list[str]) -> None:
+        rows = {sha: self._face_rows.get(sha) if sha in self._photos else None for sha in shas}
+        states = {sha: self._photos[sha].state for sha in shas if sha in self._photos}
+        # Photos still queued will bring about a face each: the merge threshold is set for
+        # the pool the drop will make (see GROUP_PAIR_BUDGET).
+        self.people.expected_faces = self._counts[QUEUED] + self._counts[PROCESSING]
+        self.people.sync(rows, states)
 
     def _reread_photo(self, sha: str, *, build: bool = True) -> None:
         """After a ledger change to one photo: its row and faces from the ledger again, and
@@ -615,21 +636,167 @@ class TriageSession:
             return count
 
     def undo(self, *, defer: bool = False) -> str | None:
-        """Undo the latest decision (removing what it enrolled); say what was undone."""
+        """Undo the latest decision (removing what it enrolled) or group action (all of its
+        decisions, and the groups as they were); say what was undone."""
         with self._lock:
             decision = self.ledger.last_decision()
+            action = self.ledger.last_action()
+            # A group action is recorded before its decisions, so a later time is a later act.
+            if action is not None and (decision is None or action[1] > decision.at):
+                return self._undo_action(action[0], defer)
+            if decision is not None and decision.action_id is not None:
+                return self._undo_action(decision.action_id, defer)
             if decision is None:
                 return None
-            if decision.enrolled_path:
-                with contextlib.suppress(FaceIdError, OSError):
-                    self.bank.remove_sample(decision.enrolled_path,
-                                            drop_empty_identity=decision.created_identity)
-                self._bank_changed()
+            self._take_back(decision)
             face = self.ledger.face(decision.face_id)
-            self.ledger.undo_decision(decision)
+            self.touched_photos = {face.photo_sha}
             self._decided(face.photo_sha, defer)
             label = decision.name or decision.decision
             return f"undid {decision.decision} of face {face.index + 1} ({label})"
+
+    def _take_back(self, decision: DecisionRow) -> None:
+        """Undo one decision in the ledger and remove the sample it enrolled."""
+        if decision.enrolled_path:
+            with contextlib.suppress(FaceIdError, OSError):
+                self.bank.remove_sample(decision.enrolled_path,
+                                        drop_empty_identity=decision.created_identity)
+            self._bank_changed()
+        self.ledger.undo_decision(decision)
+
+    def _undo_action(self, action_id: int, defer: bool) -> str:
+        kind, detail = self.ledger.action(action_id) or ("action", {})
+        decisions = self.ledger.action_decisions(action_id)
+        faces = {decision.face_id: self.ledger.face(decision.face_id)
+                 for decision in decisions}
+        with self.ledger.transaction():
+            for decision in decisions:
+                self._take_back(decision)
+            self.ledger.finish_undo_action(action_id)
+        shas = sorted({face.photo_sha for face in faces.values()})
+        for sha in shas:
+            self._reread_photo(sha, build=False)
+        self._refresh_views(shas, regroup=False)
+        rows = {face.id: face for sha in shas for face in self._face_rows.get(sha, ())}
+        groups = detail.get("groups", {})
+        if isinstance(groups, dict):
+            for members in groups.values():
+                for face_id in members:
+                    if face_id not in rows and (face := self._ledger_face(face_id)):
+                        rows[face_id] = face
+        self.people.put_back(detail, rows)
+        self._regroup(shas)  # faces the snapshot did not hold (none, normally)
+        self._outputs_due.update(shas)
+        self.touched_photos = set(shas)
+        if not defer:
+            self.finish_deferred()
+        what = {"name": "naming", "reject": "rejection", "merge": "merge",
+                "detach": "removal"}.get(kind, kind)
+        label = detail.get("name")
+        return f"undid the group {what}" + (f" ({label})" if label else "")
+
+    def _ledger_face(self, face_id: int) -> FaceRow | None:
+        try:
+            return self.ledger.face(face_id)
+        except KeyError:
+            return None
+
+    # -- people to name (groups of undecided faces) ---------------------------------------
+    def group_views(self, groups: list[int] | None = None) -> list[GroupView]:
+        """The groups of undecided faces, largest first, each with its best identity."""
+        with self._lock:
+            matcher = self.matcher if self.identity_count() else None
+            return self.people.views(matcher, groups)
+
+    def group_of(self, face_id: int) -> int | None:
+        with self._lock:
+            return self.people.group_of(face_id)
+
+    def name_group(self, group: int, name: str, *, defer: bool = False) -> int:
+        """Name a whole group: its most typical faces are enrolled under ``name`` (created
+        or extended), every face of it is confirmed; one undo takes it all back. Returns
+        the faces named."""
+        with self._lock:
+            view = self._group(group)
+            sources = {face.photo_sha: self._existing_path(face.photo_sha) for face in view.faces}
+            if any(path is None for path in sources.values()):
+                raise FaceIdError("a photo of this group is no longer in the inbox; "
+                                  "name its faces one by one")
+            canonical = validate_identity_name(name)
+            # One ledger transaction: a crash leaves the group undecided (samples already
+            # enrolled are found again by content when the group is named again).
+            with self.ledger.transaction():
+                action = self.ledger.start_action(
+                    "name", {"name": canonical, **self.people.snapshot([group])})
+                for number, face in enumerate(view.faces):
+                    row = self._face_row(face)
+                    if number >= ENROL_PER_GROUP:
+                        self.ledger.decide(face.face_id, CONFIRMED, canonical, action_id=action)
+                        continue
+                    enrolment = self.bank.enrol_face(
+                        canonical, sources[face.photo_sha], row.box, row.embedding,
+                        face_count=len(self._face_rows.get(face.photo_sha, ())) or 1,
+                        face_number=row.index + 1)
+                    self.ledger.decide(face.face_id, CONFIRMED, canonical,
+                                       None if enrolment.already_enrolled else enrolment.rel_path,
+                                       enrolment.created_identity, action_id=action)
+            self._bank_changed()
+            self._group_decided(view, defer)
+            return view.size
+
+    def reject_group(self, group: int, *, defer: bool = False) -> int:
+        """Reject every face of a group (people the user does not care about)."""
+        with self._lock:
+            view = self._group(group)
+            action = self.ledger.start_action("reject", self.people.snapshot([group]))
+            with self.ledger.transaction():
+                for face in view.faces:
+                    self.ledger.decide(face.face_id, REJECTED, None, action_id=action)
+            self._group_decided(view, defer)
+            return view.size
+
+    def detach_from_group(self, face_id: int) -> int | None:
+        """Take one face out of its group (it never rejoins it); returns the group."""
+        with self._lock:
+            group = self.people.group_of(face_id)
+            if group is None:
+                raise FaceIdError("that face is in no group")
+            # Undo puts the group back as it was; the face leaves wherever it went.
+            snapshot = self.people.snapshot([group])
+            with self.ledger.transaction():
+                self.people.detach(face_id)
+                self.ledger.start_action("detach", {**snapshot, "face": face_id})
+            self.touched_photos = set()  # no photo's faces changed
+            return group
+
+    def merge_groups(self, keep: int, other: int) -> int:
+        """The user says two groups are one person; returns the merged group's id."""
+        with self._lock:
+            snapshot = self.people.snapshot([keep, other])
+            with self.ledger.transaction():
+                self.people.merge(keep, other)
+                self.ledger.start_action("merge", snapshot)
+            self.touched_photos = set()
+            return keep
+
+    def _group(self, group: int) -> GroupView:
+        views = self.people.views(self.matcher if self.identity_count() else None, [group])
+        if not views:
+            raise FaceIdError(f"there is no group {group} any more")
+        return views[0]
+
+    def _face_row(self, face: GroupFace) -> FaceRow:
+        return next(row for row in self._face_rows[face.photo_sha] if row.id == face.face_id)
+
+    def _group_decided(self, view: GroupView, defer: bool) -> None:
+        shas = sorted({face.photo_sha for face in view.faces})
+        for sha in shas:
+            self._reread_photo(sha, build=False)
+        self._refresh_views(shas)
+        self._outputs_due.update(shas)
+        self.touched_photos = set(shas)
+        if not defer:
+            self.finish_deferred()
 
     def last_decided_photo(self) -> str | None:
         """The photo of the latest decision that is not undone (what undo would change)."""

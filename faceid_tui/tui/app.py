@@ -37,6 +37,7 @@ from faceid_tui.tui.messages import (
     QueueChanged,
     WorkerFailed,
 )
+from faceid_tui.tui.people_screen import PeopleScreen
 from faceid_tui.tui.triage_screen import TriageScreen
 
 #: The processing rate shown is measured over this many most recent seconds.
@@ -200,6 +201,8 @@ class FaceIdApp(TriageHost):
             self.triage.refresh_tables(changed, decided=decided, marked=marked)
         if isinstance(self.screen, BankScreen) and changed is None:
             self.screen.refresh_tables()
+        if isinstance(self.screen, PeopleScreen):
+            self.screen.refresh_groups()
         self.update_status()
 
     def update_status(self) -> None:
@@ -246,3 +249,6 @@ class FaceIdApp(TriageHost):
 
     def open_bank_screen(self) -> None:
         self.push_screen(BankScreen())
+
+    def open_people_screen(self) -> None:
+        self.push_screen(PeopleScreen())

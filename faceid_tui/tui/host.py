@@ -18,3 +18,6 @@ class TriageHost(App[None]):
 
     def open_bank_screen(self) -> None:
         raise NotImplementedError
+
+    def open_people_screen(self) -> None:
+        raise NotImplementedError

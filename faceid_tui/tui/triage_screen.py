@@ -62,13 +62,17 @@ class TriageScreen(TwoTableScreen):
                 "/ unknown / errors / reviewed"),
         Binding("F", "filter(-1)", "Filter back", show=False),
         Binding("s", "sort", "Sort", show=False, tooltip="By time / by best score"),
-        Binding("slash", "search", "Find", tooltip="Photos showing a name (or file name)"),
+        # Off the footer, which holds 80 columns: the people screen's key took its place.
+        Binding("slash", "search", "Find", show=False,
+                tooltip="Photos showing a name (or file name)"),
         Binding("escape", "clear_search", "Clear find", show=False),
         Binding("i", "import_people", "Import", show=False,
                 tooltip="Enrol known people: a folder of Name/photo.jpg, or one photo"),
         Binding("plus,equals_sign", "threshold(1)", "Thr+", show=False,
                 tooltip="Raise the threshold"),
         Binding("minus", "threshold(-1)", "Thr-", show=False, tooltip="Lower the threshold"),
+        Binding("p", "open_people", "People", tooltip="People to name: groups of unknown "
+                "faces that look alike, named with one key"),
         Binding("b", "open_bank", "Bank", tooltip="The identity bank"),
         Binding("question_mark", "app.show_help_panel", "Keys", tooltip="Every key"),
         Binding("q", "app.quit", "Quit"),
@@ -473,3 +477,6 @@ class TriageScreen(TwoTableScreen):
 
     def action_open_bank(self) -> None:
         self.app.open_bank_screen()
+
+    def action_open_people(self) -> None:
+        self.app.open_people_screen()

@@ -1,0 +1,280 @@
+"""People to name: groups of undecided faces on real photos (no bank), the rules they keep
+(never two faces of one photo, never a face the user took out), naming / rejecting / merging a
+group with one undo, and groups kept across a restart without grouping again."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from textual.pilot import Pilot
+
+from faceid_tui.engine.decode import load_rgb
+from faceid_tui.engine.pipeline import Pipeline
+from faceid_tui.triage.clustering import ClusterError, FaceClusters, cluster_vectors
+from faceid_tui.triage.ledger import CONFIRMED, REJECTED, REVIEWED
+from faceid_tui.triage.session import TriageSession
+from faceid_tui.tui.app import FaceIdApp
+from faceid_tui.tui.people_screen import PeopleScreen
+
+from .tui_helpers import make_session, seed_bank, wait_for
+
+SEPARATOR = "--"  # inbox file names are "<identity>--<original name>"
+
+
+@pytest.fixture(scope="module")
+def processed_drop(tmp_path_factory: pytest.TempPathFactory, pipeline: Pipeline,
+                   identity_photos: dict[str, list[Path]]) -> Path:
+    """Every dev identity photo (19 people, 67 photos) dropped into one inbox and processed
+    once; each test works on its own copy of the folder."""
+    root = tmp_path_factory.mktemp("drop")
+    inbox = root / "inbox"
+    inbox.mkdir()
+    for name, photos in identity_photos.items():
+        for photo in photos:
+            shutil.copy2(photo, inbox / f"{name}{SEPARATOR}{photo.name}")
+    session = make_session(root, pipeline)
+    for path in sorted(inbox.iterdir()):
+        session.register(path)
+    session.process(session.queued())
+    session.close()
+    return root
+
+
+@pytest.fixture
+def session_root(processed_drop: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "copy"
+    shutil.copytree(processed_drop, root)
+    return root
+
+
+def identity_of(session: TriageSession, sha: str) -> str:
+    path = session.photo_path(sha)
+    assert path is not None
+    return path.name.split(SEPARATOR)[0]
+
+
+def group_identities(session: TriageSession) -> dict[int, list[str]]:
+    return {view.group_id: [identity_of(session, face.photo_sha) for face in view.faces]
+            for view in session.group_views()}
+
+
+def largest_face_ids(session: TriageSession) -> dict[str, list[int]]:
+    """identity -> the id of the largest face in each of its photos (its own face: a few
+    photos show someone else too)."""
+    found: dict[str, list[int]] = defaultdict(list)
+    for photo in session.photos():
+        faces = session.faces(photo.sha256)
+        if faces:
+            biggest = max(faces, key=lambda f: f.box[2] * f.box[3])
+            found[identity_of(session, photo.sha256)].append(biggest.face_id)
+    return found
+
+
+def test_each_identity_dropped_together_forms_one_group_and_no_group_mixes_two(
+        session_root: Path, pipeline: Pipeline) -> None:
+    session = make_session(session_root, pipeline)
+    groups = group_identities(session)
+    assert len(groups) >= 15
+    for names in groups.values():
+        assert len(set(names)) == 1, f"a group mixes {sorted(set(names))}"
+    for name, face_ids in largest_face_ids(session).items():
+        homes = {session.group_of(face_id) for face_id in face_ids}
+        assert len(face_ids) >= 2
+        assert len(homes) == 1 and None not in homes, f"{name}'s faces are split: {homes}"
+    session.close()
+
+
+def test_naming_a_group_enrols_it_decides_every_face_and_one_undo_restores_all(
+        session_root: Path, pipeline: Pipeline) -> None:
+    session = make_session(session_root, pipeline)
+    clooney = largest_face_ids(session)["George_Clooney"]
+    group = session.group_of(clooney[0])
+    assert group is not None
+    before = {v.group_id: [f.face_id for f in v.faces] for v in session.group_views()}
+
+    named = session.name_group(group, "George Clooney")
+    assert named == len(before[group]) == 5
+    assert session.identity_names() == ["George Clooney"]
+    samples = list((session_root / "id_bank" / "George Clooney").glob("*.jpg"))
+    assert len(samples) == 3  # the group's most typical faces, not all five
+    for face_id in before[group]:
+        sha = session.ledger.face(face_id).photo_sha
+        view = next(f for f in session.faces(sha) if f.face_id == face_id)
+        assert (view.status, view.name) == (CONFIRMED, "George Clooney")
+        photo = session.photo(sha)
+        assert photo is not None and photo.state == REVIEWED
+        sidecar = session_root / "out" / (session.photo_path(sha).stem + ".faceid.json")
+        assert json.loads(sidecar.read_text())["faces"][0]["name"] == "George Clooney"
+    assert group not in {v.group_id for v in session.group_views()}
+
+    assert session.undo() == "undid the group naming (George Clooney)"
+    assert session.identity_names() == []
+    assert not (session_root / "id_bank" / "George Clooney").exists()
+    after = {v.group_id: [f.face_id for f in v.faces] for v in session.group_views()}
+    assert {g: sorted(f) for g, f in after.items()} == {g: sorted(f) for g, f in before.items()}
+    session.close()
+
+
+def test_rejecting_and_merging_groups_undo_one_step_each(session_root: Path,
+                                                         pipeline: Pipeline) -> None:
+    session = make_session(session_root, pipeline)
+    faces = largest_face_ids(session)
+    juanes, voight = (session.group_of(faces[n][0]) for n in ("Juanes", "Jon_Voight"))
+    assert juanes is not None and voight is not None and juanes != voight
+    members = {v.group_id: {f.face_id for f in v.faces} for v in session.group_views()}
+
+    assert session.reject_group(juanes) == len(members[juanes])
+    for face_id in members[juanes]:
+        assert session.ledger.face(face_id).decision == REJECTED
+    tubby = session.group_of(faces["Tubby_Smith"][0])
+    assert tubby is not None
+    assert session.merge_groups(voight, tubby) == voight
+    merged = next(v for v in session.group_views() if v.group_id == voight)
+    assert {identity_of(session, f.photo_sha) for f in merged.faces} == {"Jon_Voight",
+                                                                         "Tubby_Smith"}
+    assert session.undo() == "undid the group merge"
+    assert session.undo() == "undid the group rejection"
+    after = {v.group_id: {f.face_id for f in v.faces} for v in session.group_views()}
+    assert after == members
+    assert all(session.ledger.face(f).decision is None for f in members[juanes])
+    session.close()
+
+
+def test_a_face_taken_out_never_rejoins_and_a_restart_keeps_the_groups_without_regrouping(
+        session_root: Path, pipeline: Pipeline, identity_photos: dict[str, list[Path]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    session = make_session(session_root, pipeline)
+    marc = largest_face_ids(session)["Marc_Grossman"]
+    group = session.group_of(marc[0])
+    assert session.detach_from_group(marc[0]) == group
+    assert session.group_of(marc[0]) != group
+    # Another photo of him arrives: the group grows, the face taken out stays out.
+    arrival = session_root / "inbox" / f"Marc_Grossman{SEPARATOR}again.jpg"
+    # A new photo (a mirror image of one still in the group, not of the face taken out).
+    image = cv2.flip(cv2.imread(str(identity_photos["Marc_Grossman"][3])), 1)
+    cv2.imwrite(str(arrival), image)
+    session.register(arrival)
+    session.process(session.queued())
+    sha = session.ledger.sha_for_path(str(arrival.absolute()))
+    assert sha is not None
+    newcomer = session.faces(sha)[0].face_id
+    assert session.group_of(newcomer) == group
+    assert session.group_of(marc[0]) != group
+    kept = {v.group_id: sorted(f.face_id for f in v.faces) for v in session.group_views()}
+    session.close()
+
+    def no_grouping(self: FaceClusters, seeds: list[int]) -> None:
+        raise AssertionError("a restart grouped faces again")
+
+    monkeypatch.setattr(FaceClusters, "_agglomerate", no_grouping)
+    reopened = make_session(session_root, pipeline)
+    assert {v.group_id: sorted(f.face_id for f in v.faces)
+            for v in reopened.group_views()} == kept
+    monkeypatch.undo()
+    with pytest.raises(ClusterError):  # the bar holds for a merge by hand too
+        home = reopened.group_of(marc[0])
+        assert home is not None
+        reopened.merge_groups(group, home)
+    assert reopened.undo() == "undid the group removal"
+    assert reopened.group_of(marc[0]) == group
+    reopened.close()
+
+
+def test_two_faces_of_one_photo_are_never_one_group(tmp_path: Path, pipeline: Pipeline,
+                                                    identity_photos: dict[str, list[Path]]
+                                                    ) -> None:
+    """Two photos of one person side by side in one image (and a third photo alone): the
+    pair is as alike as faces get, yet they may not share a group."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    first, second, third = (load_rgb(p) for p in identity_photos["Paul_Tagliabue"][:3])
+    height = min(first.shape[0], second.shape[0])
+    pair = np.hstack([first[:height], second[:height]])
+    cv2.imwrite(str(inbox / "pair.jpg"), cv2.cvtColor(pair, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(inbox / "third.jpg"), cv2.cvtColor(third, cv2.COLOR_RGB2BGR))
+    session = make_session(tmp_path, pipeline)
+    for path in sorted(inbox.iterdir()):
+        session.register(path)
+    session.process(session.queued())
+    pair_sha = session.ledger.sha_for_path(str((inbox / "pair.jpg").absolute()))
+    assert pair_sha is not None
+    pair_faces = [f.face_id for f in session.faces(pair_sha)]
+    assert len(pair_faces) == 2
+    homes = [session.group_of(f) for f in pair_faces]
+    assert homes[0] != homes[1]
+    assert len(session.group_views()) == 1  # the third photo joined one of the two
+    session.close()
+
+
+def test_chunks_give_the_groups_one_run_gives_and_the_scores_are_consistent(
+        session_root: Path, pipeline: Pipeline) -> None:
+    session = make_session(session_root, pipeline)
+    rows = [face for photo in session.photos() for face in session.ledger.faces(photo.sha256)]
+    vectors = np.stack([face.embedding for face in rows])
+    threshold = session.people.threshold
+    labels = cluster_vectors(vectors, [face.photo_sha for face in rows], threshold)
+    chunked = FaceClusters(threshold, vectors.shape[1])
+    for start in range(0, len(rows), 7):
+        chunked.add([(i, rows[i].photo_sha, vectors[i])
+                     for i in range(start, min(start + 7, len(rows)))])
+    by_run = {frozenset(np.nonzero(labels == label)[0].tolist()) for label in set(labels) - {-1}}
+    assert {frozenset(chunked.members(g)) for g in chunked.groups()} == by_run
+    group = chunked.groups()[0]
+    members = sorted(chunked.members(group))
+    block = vectors[members] @ vectors[members].T
+    pairs = block[np.triu_indices(len(members), 1)]
+    assert chunked.cohesion(group) == pytest.approx(float(pairs.mean()), abs=1e-5)
+    assert pairs.mean() >= threshold
+    session.close()
+
+
+# -- the screen -----------------------------------------------------------------------------
+async def test_people_screen_names_a_group_with_one_key_and_undoes_it(
+        session_root: Path, pipeline: Pipeline) -> None:
+    app = FaceIdApp(make_session(session_root, pipeline), images="none", watch=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: "FaceNet" in app.model_state)
+        await pilot.press("p")
+        screen = app.screen
+        assert isinstance(screen, PeopleScreen)
+        await wait_for(pilot, lambda: screen.group_list.row_count >= 15)
+        groups = screen.group_list.row_count
+        top = screen.group_list.cursor_key
+        assert top is not None
+        members = [f.face_id for f in screen._views[top].faces]
+        await pilot.press("n", *"Ann Example", "enter")
+        await wait_for(pilot, lambda: app.session.identity_names() == ["Ann Example"])
+        await wait_for(pilot, lambda: top not in screen.group_list)
+        assert screen.group_list.row_count == groups - 1
+        assert all(app.session.ledger.face(f).decided_name == "Ann Example" for f in members)
+        await pilot.press("z")
+        await wait_for(pilot, lambda: top in screen.group_list)
+        assert app.session.identity_names() == []
+        assert all(app.session.ledger.face(f).decision is None for f in members)
+        await pilot.press("escape")
+        assert app.screen is app.triage
+    app.session.close()
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+def test_people_screen_snapshot(snap_compare, session_root: Path, pipeline: Pipeline,
+                                identity_photos: dict[str, list[Path]],
+                                size: tuple[int, int]) -> None:
+    seed_bank(session_root, identity_photos, "Juanes")  # one group shows its best match
+    app = FaceIdApp(make_session(session_root, pipeline), images="halfcell", watch=False)
+
+    async def open_people(pilot: Pilot) -> None:
+        await wait_for(pilot, lambda: "FaceNet" in app.model_state)
+        await pilot.press("p")
+        await wait_for(pilot, lambda: isinstance(app.screen, PeopleScreen)
+                       and app.screen.group_list.row_count >= 15)
+        await pilot.pause(0.5)  # the thumbnail sheet
+
+    assert snap_compare(app, terminal_size=size, run_before=open_people)
+    app.session.close()
