@@ -13,7 +13,7 @@ corrected by how close it is to faces in general, as cross-domain similarity loc
 :data:`HUB_RANKS` nearest faces − the pool's median of that), fixed when the face arrives,
 and a pair's score is its cosine minus the mean of the two offsets. Ranks 10–30 leave out a
 person's own other photos (most people have fewer than ten in a drop). On LFW this keeps
-pairwise precision at 0.99 with BCubed recall 0.89 instead of 0.75 (benchmarks/README.md).
+pairwise precision at 0.99 with BCubed recall 0.86 instead of 0.73 (README, Accuracy).
 
 Every vector is unit length and offsets add up, so the mean pairwise score of groups A and B
 is ``sum(A) · sum(B) / (|A| |B|) − (mean offset(A) + mean offset(B)) / 2``: a group is kept
@@ -45,8 +45,9 @@ MIN_GROUP_SIZE = 2
 #: Scores for this many new faces against every group are computed at a time (memory bound).
 _BLOCK = 1024
 #: The hub correction (see the module docstring): its weight and the neighbour ranks it
-#: averages over, chosen on LFW with ``faceid eval clusters`` (0.3–1.5 and ranks 10–30 /
-#: 20–50 tried; 0.7 and 10–30 gave the best BCubed F at pairwise precision 0.99).
+#: averages over, chosen on LFW with the metrics of ``faceid eval clusters`` (weights 0.3–2
+#: with ranks 10–30 and 20–50, at thresholds 0.905–0.92: 0.7 with ranks 10–30 gave the best
+#: BCubed F at pairwise precision 0.99).
 HUB_WEIGHT = 0.7
 HUB_RANKS = (10, 30)
 #: The pool's median is estimated from at most this many of its faces.
@@ -211,6 +212,9 @@ class FaceClusters:
                 clusters._barred[group].add(face_id)
         known = max([*clusters._members, 0])
         clusters.next_id = max(next_id, known + 1)
+        # The kept offsets were made against a pool about this size: the next refresh is due
+        # when it doubles, not at the first arrival.
+        clusters._offsets_pool = len(clusters._face_group)
         clusters._follow_threshold()
         return clusters
 

@@ -723,24 +723,27 @@ class TriageSession:
                 raise FaceIdError("a photo of this group is no longer in the inbox; "
                                   "name its faces one by one")
             canonical = validate_identity_name(name)
-            # One ledger transaction: a crash leaves the group undecided (samples already
-            # enrolled are found again by content when the group is named again).
-            with self.ledger.transaction():
-                action = self.ledger.start_action(
-                    "name", {"name": canonical, **self.people.snapshot([group])})
-                for number, face in enumerate(view.faces):
-                    row = self._face_row(face)
-                    if number >= ENROL_PER_GROUP:
-                        self.ledger.decide(face.face_id, CONFIRMED, canonical, action_id=action)
-                        continue
-                    enrolment = self.bank.enrol_face(
-                        canonical, sources[face.photo_sha], row.box, row.embedding,
-                        face_count=len(self._face_rows.get(face.photo_sha, ())) or 1,
-                        face_number=row.index + 1)
-                    self.ledger.decide(face.face_id, CONFIRMED, canonical,
-                                       None if enrolment.already_enrolled else enrolment.rel_path,
-                                       enrolment.created_identity, action_id=action)
-            self._bank_changed()
+            # One ledger transaction: a crash or a failed enrolment leaves the group
+            # undecided (samples already enrolled are found again by content when the group
+            # is named again, and the matcher is told the bank changed either way).
+            try:
+                with self.ledger.transaction():
+                    action = self.ledger.start_action(
+                        "name", {"name": canonical, **self.people.snapshot([group])})
+                    for number, face in enumerate(view.faces):
+                        row = self._face_row(face)
+                        if number >= ENROL_PER_GROUP:
+                            self.ledger.decide(face.face_id, CONFIRMED, canonical, action_id=action)
+                            continue
+                        enrolment = self.bank.enrol_face(
+                            canonical, sources[face.photo_sha], row.box, row.embedding,
+                            face_count=len(self._face_rows.get(face.photo_sha, ())) or 1,
+                            face_number=row.index + 1)
+                        enrolled = None if enrolment.already_enrolled else enrolment.rel_path
+                        self.ledger.decide(face.face_id, CONFIRMED, canonical, enrolled,
+                                           enrolment.created_identity, action_id=action)
+            finally:
+                self._bank_changed()
             self._group_decided(view, defer)
             return view.size
 
@@ -748,8 +751,8 @@ class TriageSession:
         """Reject every face of a group (people the user does not care about)."""
         with self._lock:
             view = self._group(group)
-            action = self.ledger.start_action("reject", self.people.snapshot([group]))
             with self.ledger.transaction():
+                action = self.ledger.start_action("reject", self.people.snapshot([group]))
                 for face in view.faces:
                     self.ledger.decide(face.face_id, REJECTED, None, action_id=action)
             self._group_decided(view, defer)

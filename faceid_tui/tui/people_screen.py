@@ -227,7 +227,8 @@ class PeopleScreen(TwoTableScreen):
         if key in rows:
             rows.remove(key)
             self.current = rows.cursor_key
-            self.refresh_faces()
+            # The list's frame first; the next group's faces right after it.
+            self.call_after_refresh(self.refresh_faces)
 
     def action_name(self) -> None:
         view = self._group()
