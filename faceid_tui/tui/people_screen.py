@@ -123,7 +123,8 @@ class PeopleScreen(TwoTableScreen):
         if self.marked not in fresh:
             self.marked = None
         faces = sum(view.size for view in views)
-        rows.border_title = f"People to name · {len(views)} groups · {faces} faces"
+        rows.border_title = (f"People to name · {len(views)} group{'s' * (len(views) != 1)} "
+                             f"· {faces} faces")
         self.query_one("#status", Static).update(
             "n name · enter join best · x take a face out · m merge · r reject · z undo"
             if views else "No groups yet: a group forms when two undecided faces look alike.")
