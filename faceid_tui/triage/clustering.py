@@ -131,9 +131,6 @@ class FaceClusters:
     def faces_of_photo(self, photo: Hashable) -> set[int]:
         return set(self._photo_faces.get(photo, ()))
 
-    def vector(self, face_id: int) -> np.ndarray:
-        return self._vectors[face_id]
-
     def members(self, group: int) -> set[int]:
         return set(self._members.get(group, ()))
 
@@ -165,15 +162,6 @@ class FaceClusters:
         total = self._sums[self._row_of[group]]
         # |sum|² counts every ordered pair once and every face with itself (1.0) once.
         return float((float(total @ total) - size) / (size * (size - 1)))
-
-    def central_faces(self, group: int, count: int | None = None) -> list[int]:
-        """The group's faces, the most typical first (highest similarity to the centroid)."""
-        faces = sorted(self._members[group])
-        centre = self.centroid(group)
-        scores = np.stack([self._vectors[f] for f in faces]) @ centre
-        order = np.argsort(-scores, kind="stable")
-        chosen = [faces[i] for i in order]
-        return chosen if count is None else chosen[:count]
 
     def face_scores(self, group: int) -> dict[int, float]:
         """Each face's similarity to its group's centroid (low: the odd one out)."""
