@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1" || $(INSTALL_FAILED)
-	$(BIN)/python -m pip install --quiet -e ".[dev,plot,eval]" || $(INSTALL_FAILED)
+	$(BIN)/python -m pip install --quiet -e ".[dev,plot,eval,cluster]" || $(INSTALL_FAILED)
 	touch $(STAMP)
 
 models: $(STAMP)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -20,11 +21,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from faceid_tui.bank.bank_base import BankBase, SyncReport
 from faceid_tui.bank.calibration import Calibration
-from faceid_tui.bank.identity_bank import IdentityBank, SyncReport
+from faceid_tui.bank.identity_bank import IdentityBank
 from faceid_tui.bank.matching import FaceMatch, matched_chunks
+from faceid_tui.bank.postgres_store import is_postgres_url
 from faceid_tui.bank.thresholds import DEFAULT_FPIR, ThresholdChoice, pair_threshold
-from faceid_tui.config import Settings, build_pipeline, open_bank, open_session
+from faceid_tui.config import STATION_DIR, Settings, build_pipeline, open_bank, open_session
 from faceid_tui.engine.decode import is_image_name
 from faceid_tui.engine.detectors import CNN_DETECTORS, DETECTORS
 from faceid_tui.engine.embedders import AUTO, EMBEDDER_CHOICES, embedder_entry
@@ -54,8 +57,11 @@ def _engine_options(*, suppress: bool) -> argparse.ArgumentParser:
         return argparse.SUPPRESS if suppress else value
 
     group = parser.add_argument_group("engine options")
-    group.add_argument("--bank", type=Path, default=default(Path("id_bank")), metavar="DIR",
-                       help="identity bank folder (default: ./id_bank)")
+    group.add_argument("--bank", default=default(os.environ.get("FACEID_BANK", "id_bank")),
+                       metavar="DIR|URL",
+                       help="identity bank: a folder (default: $FACEID_BANK, else ./id_bank) "
+                            "or a shared PostgreSQL bank, postgresql://user:pass@host/db "
+                            "(README: Several stations)")
     group.add_argument("--models", type=Path, default=default(None), metavar="DIR",
                        help="model folder (default: $FACEID_MODELS, else the checkout's "
                             "face_models/, else a per-user cache; `faceid models` says which)")
@@ -135,6 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--json", action="store_true", help="JSON Lines, one object per photo")
     scan.add_argument("--annotate", type=Path, metavar="DIR",
                       help="write annotated copies and JSON sidecars to DIR")
+    scan.add_argument("--output", type=Path, metavar="FILE",
+                      help="append JSON Lines to FILE as photos are done; photos already in "
+                           "FILE are skipped (a stopped scan resumes)")
+    scan.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                      help="spread the photos over a Ray cluster: ADDRESS (auto, "
+                           "ray://host:10001) or, alone, a local one (README: Several stations)")
+    scan.add_argument("--workers", type=int, metavar="N",
+                      help="Ray workers (default: one per CPU of the cluster)")
 
     cluster = commands.add_parser(
         "cluster", parents=[common],
@@ -173,6 +187,17 @@ def build_parser() -> argparse.ArgumentParser:
     sync = bank_commands.add_parser("sync", parents=[common],
                                     help="pick up photos added or removed by hand")
     sync.add_argument("--json", action="store_true")
+    export = bank_commands.add_parser(
+        "export", parents=[common],
+        help="write the bank out as DIR/<Name>/photo.jpg (from a folder or a shared bank)")
+    export.add_argument("folder", type=Path, metavar="DIR")
+    export.add_argument("--json", action="store_true")
+    load = bank_commands.add_parser(
+        "import", parents=[common],
+        help="enrol DIR/<Name>/photo.jpg into the bank (e.g. a folder bank into a shared "
+             "one); photos already there are recognised by content and skipped")
+    load.add_argument("folder", type=Path, metavar="DIR")
+    load.add_argument("--json", action="store_true")
 
     embed = commands.add_parser("embed", parents=[common], help="print face embeddings")
     embed.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
@@ -266,7 +291,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
     if not 0.0 < args.fpir < 1.0:
         raise UsageError("--fpir is a rate between 0 and 1, e.g. 0.01 for 1 %")
     models_dir = args.models if args.models is not None else default_models_dir()[0]
-    return Settings(bank_dir=args.bank, models_dir=models_dir, detector=args.detector,
+    bank_url = args.bank if is_postgres_url(args.bank) else None
+    return Settings(bank_dir=STATION_DIR if bank_url else Path(args.bank), bank_url=bank_url,
+                    models_dir=models_dir, detector=args.detector,
                     embedder=args.embedder,
                     upsample=args.upsample, min_face_size=args.min_face, device=args.device,
                     runtime=args.runtime,
@@ -322,7 +349,7 @@ def print_json(record: dict[str, object]) -> None:
     sys.stdout.flush()
 
 
-def sync_bank(bank: IdentityBank, show_progress: bool) -> SyncReport:
+def sync_bank(bank: BankBase, show_progress: bool) -> SyncReport:
     """Sync the bank before using it, with a progress bar while it embeds new photos."""
     with Progress(TextColumn("embedding new bank photos"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=stderr, transient=True,
@@ -344,12 +371,31 @@ def sync_bank(bank: IdentityBank, show_progress: bool) -> SyncReport:
 # -- commands ---------------------------------------------------------------------------------
 def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
     from faceid_tui.engine.annotation import FaceLabel, write_annotated
+    from faceid_tui.results_file import ResultsFile
 
     photos = collect_photos(args.paths)
     if not photos:
         raise UsageError("no photos found in the given paths")
+    if args.ray and args.annotate is not None:
+        raise UsageError("--annotate needs the decoded photos here; scan with --ray and "
+                         "--output, then annotate the photos that interest you")
+    if args.workers is not None and args.workers < 1:
+        raise UsageError("--workers is a number of Ray workers, 1 or more")
+    try:
+        output = ResultsFile(args.output) if args.output is not None else None
+    except (ValueError, OSError) as exc:
+        raise UsageError(str(exc)) from None
+    if output is not None and output.done:
+        before = len(photos)
+        photos = [photo for photo in photos if str(photo) not in output.done]
+        stderr.print(f"[dim]{before - len(photos)} photo(s) already in "
+                     f"{escape(str(args.output))}: skipped[/dim]")
+        if not photos:
+            output.close()
+            return EXIT_OK
     pipeline = build_pipeline(settings)
     bank = open_bank(settings, pipeline)
+    cluster = None
     try:
         sync_bank(bank, show_progress=not args.json)
         if args.annotate is not None:
@@ -358,14 +404,28 @@ def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
         threshold = bank.threshold_in_force
         failed = 0
         table = Table("photo", "faces", "names (score)", "status", header_style="bold")
+        # Annotating keeps decoded photos until their chunk is embedded: smaller chunks.
+        annotate = args.annotate is not None
+        chunk = 8 if annotate else DEFAULT_CHUNK
+        if args.ray:
+            from faceid_tui.engine.ray_scan import RayScan
+
+            cluster = RayScan(settings.models_dir, settings.pipeline_options(),
+                              address=None if args.ray == "local" else args.ray,
+                              workers=args.workers)
+            if cluster.model_id != pipeline.model_id:
+                raise FaceIdError(f"the Ray workers embed with {cluster.model_id}, this bank "
+                                  f"with {pipeline.model_id}: install the same faceid and "
+                                  "models on every node")
+            results = cluster.run(photos)
+        else:
+            results = pipeline.run(photos, keep_images=annotate, chunk_size=chunk)
         with progress_bar(len(photos), "scanning", enabled=not args.json) as advance:
-            # Annotating keeps decoded photos until their chunk is embedded: smaller chunks.
-            annotate = args.annotate is not None
-            chunk = 8 if annotate else DEFAULT_CHUNK
-            for result, embedded, matches in matched_chunks(
-                    pipeline.run(photos, keep_images=annotate, chunk_size=chunk), matcher, chunk):
+            for result, embedded, matches in matched_chunks(results, matcher, chunk):
                 record = photo_record(result, pipeline.model_id, threshold, matches,
                                       matcher.likely_threshold)
+                if output is not None:
+                    output.write(record)
                 if result.error:
                     failed += 1
                 elif args.annotate is not None and result.image is not None:
@@ -387,6 +447,10 @@ def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
                          f"threshold {matcher.likely_threshold:.3f}[/dim]")
         return EXIT_FILE_FAILED if failed else EXIT_OK
     finally:
+        if cluster is not None:
+            cluster.close()
+        if output is not None:
+            output.close()
         bank.close()
 
 
@@ -475,15 +539,16 @@ def cmd_bank(args: argparse.Namespace, settings: Settings) -> int:
             for identity in identities:
                 table.add_row(escape(identity.name), str(identity.photos), str(identity.samples))
             stdout.print(table)
-            stdout.print(f"[dim]{len(identities)} identities in {escape(str(bank.folder))}[/dim]")
+            stdout.print(f"[dim]{len(identities)} identities in {escape(bank.location)}[/dim]")
         elif action == "show":
             photos = bank.identity_photos(args.name)
             if as_json:
                 print_json({"name": args.name, "photos": [
-                    {"path": str(bank.folder / p.rel_path), "sha256": p.sha256} for p in photos]})
+                    {"path": bank.sample_location(p.rel_path), "sha256": p.sha256}
+                    for p in photos]})
             else:
                 for photo in photos:
-                    stdout.print(escape(str(bank.folder / photo.rel_path)))
+                    stdout.print(escape(bank.sample_location(photo.rel_path)))
         elif action == "rename":
             bank.rename(args.old, args.new)
             stdout.print(f"renamed {escape(args.old)} → {escape(args.new)}")
@@ -491,6 +556,35 @@ def cmd_bank(args: argparse.Namespace, settings: Settings) -> int:
             moved = bank.merge(args.source, args.target)
             stdout.print(f"merged {escape(args.source)} into {escape(args.target)} "
                          f"({moved} photo(s) moved)")
+        elif action == "export":
+            from faceid_tui.bank.export import export_bank
+
+            exported = export_bank(bank, args.folder)
+            if as_json:
+                print_json({"folder": str(args.folder), "written": exported.written,
+                            "unchanged": exported.unchanged,
+                            "identities": exported.identities})
+            else:
+                stdout.print(f"{exported.written} photo(s) written, {exported.unchanged} "
+                             f"already there, {exported.identities} identities in "
+                             f"{escape(str(args.folder))}")
+        elif action == "import":
+            from faceid_tui.bank.importing import import_people
+
+            with Progress(TextColumn("importing"), BarColumn(), MofNCompleteColumn(),
+                          TimeRemainingColumn(), console=stderr, transient=True,
+                          disable=as_json or not stderr.is_terminal) as progress:
+                task = progress.add_task("import", total=None)
+                imported = import_people(bank, args.folder, lambda done, total: progress.update(
+                    task, completed=done, total=total))
+            if as_json:
+                print_json({"enrolled": imported.enrolled, "already": imported.already,
+                            "people": imported.people, "skipped": imported.skipped})
+            else:
+                stdout.print(escape(imported.summary()))
+                for path, why in imported.skipped.items():
+                    stderr.print(f"[yellow]{escape(path)}: {escape(why)}[/yellow]")
+            return EXIT_FILE_FAILED if imported.skipped else EXIT_OK
         elif action == "remove":
             count = len(bank.identity_photos(args.name))
             if not args.yes and sys.stdin.isatty():
@@ -988,6 +1082,9 @@ def cmd_calibrate(args: argparse.Namespace, settings: Settings) -> int:
         result = calibrate(names, samples, pipeline.model_id, settings.fpir)
         saved = None
         if args.save:
+            if not isinstance(bank, IdentityBank):
+                raise UsageError("--save writes faceid.toml into a bank folder; a shared bank "
+                                 "takes the threshold with --threshold on each station")
             saved = save_threshold(bank.folder, pipeline.model_id, result.threshold.value,
                                    settings.fpir, result.samples)
     finally:
@@ -1063,7 +1160,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from textual_serve.server import Server
 
-    command = [sys.executable, "-m", "faceid_tui", "--bank", str(settings.bank_dir),
+    command = [sys.executable, "-m", "faceid_tui", "--bank", settings.bank_location,
                "--models", str(settings.models_dir), "--detector", settings.detector,
                "--embedder", settings.embedder, "--runtime", settings.runtime,
                "--device", settings.device, "--fpir", str(settings.fpir),

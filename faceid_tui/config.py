@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from faceid_tui.bank.bank_base import BankBase
 from faceid_tui.bank.identity_bank import IdentityBank
 from faceid_tui.bank.thresholds import DEFAULT_FPIR
 from faceid_tui.engine.detection import DetectorOptions
@@ -34,9 +35,17 @@ def detector_for(detector: str, embedder: str) -> str:
     return AUTO_DETECTOR.get(resolve_embedder(embedder), "hog")
 
 
+#: Where a station keeps its own triage ledger when the bank is shared (a PostgreSQL URL),
+#: relative to the folder faceid runs in.
+STATION_DIR = Path(".faceid-station")
+
+
 @dataclass(frozen=True)
 class Settings:
+    #: The folder bank, or with ``bank_url`` this station's own folder (its triage ledger).
     bank_dir: Path = field(default_factory=lambda: Path("id_bank"))
+    #: A shared bank in PostgreSQL (``--bank postgresql://…`` or ``$FACEID_BANK``).
+    bank_url: str | None = None
     models_dir: Path = field(default_factory=lambda: default_models_dir()[0])
     detector: str = "auto"  # "hog", "cnn", "hog+cnn", or "auto": AUTO_DETECTOR
     #: "auto" (FaceNet + dlib, engine/embedders.py), "facenet" (the fast mode), …
@@ -50,6 +59,11 @@ class Settings:
     threshold: float | None = None  # None: chosen for the bank's size (bank/thresholds.py)
     fpir: float = DEFAULT_FPIR
     ambiguous_margin: float | None = None  # None: the model's (bank/thresholds.py)
+
+    @property
+    def bank_location(self) -> str:
+        """What ``--bank`` names: the folder, or the URL."""
+        return self.bank_url or str(self.bank_dir)
 
     @property
     def embedder_name(self) -> str:
@@ -79,6 +93,7 @@ def open_session(settings: Settings, inbox: Path, out: Path,
     """Everything the triage app drives; no model is loaded yet (the app's worker does it)."""
     pipeline = build_pipeline(settings)
     bank = open_bank(settings, pipeline)
+    Path(settings.bank_dir).mkdir(parents=True, exist_ok=True)
     ledger = Ledger(Path(settings.bank_dir) / LEDGER_NAME)
     return TriageSession(pipeline, bank, ledger, TriagePaths(inbox, out, move_done))
 
@@ -87,6 +102,12 @@ def build_pipeline(settings: Settings) -> Pipeline:
     return Pipeline(ModelStore(settings.models_dir), settings.pipeline_options())
 
 
-def open_bank(settings: Settings, pipeline: Pipeline) -> IdentityBank:
+def open_bank(settings: Settings, pipeline: Pipeline) -> BankBase:
+    """The folder bank, or the shared PostgreSQL bank when ``settings.bank_url`` is set."""
+    if settings.bank_url:
+        from faceid_tui.bank.shared_bank import SharedBank  # psycopg only for shared banks
+
+        return SharedBank(settings.bank_url, pipeline, threshold=settings.threshold,
+                          ambiguous_margin=settings.ambiguous_margin, fpir=settings.fpir)
     return IdentityBank(settings.bank_dir, pipeline, threshold=settings.threshold,
                         ambiguous_margin=settings.ambiguous_margin, fpir=settings.fpir)

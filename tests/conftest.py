@@ -130,3 +130,33 @@ def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
     right, bottom = min(ax + aw, bx + bw), min(ay + ah, by + bh)
     inter = max(0, right - left) * max(0, bottom - top)
     return inter / float(aw * ah + bw * bh - inter)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A real PostgreSQL 16 + pgvector (pgserver, from PyPI) for the whole run, stopped at the
+    end; the URL of its ``postgres`` database."""
+    from faceid_tui.bank.local_postgres import start_local_postgres
+
+    return start_local_postgres(tmp_path_factory.mktemp("pg"), database="postgres",
+                                keep_running=False)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str, request: pytest.FixtureRequest) -> str:
+    """A new, empty database on the test server for each test."""
+    import re
+
+    import psycopg
+
+    from faceid_tui.bank.local_postgres import database_url
+
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40] + \
+        f"_{os.getpid()}_{len(_databases)}"
+    _databases.append(name)
+    with psycopg.connect(postgres_server, autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name}")
+    return database_url(postgres_server, name)
+
+
+_databases: list[str] = []

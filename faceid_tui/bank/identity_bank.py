@@ -12,37 +12,30 @@ the folders.
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
-from faceid_tui.bank.matching import Matcher
+from faceid_tui.bank.bank_base import (
+    BankBase,
+    EnrolResult,
+    FaceEnrolment,
+    SyncReport,
+    cache_entry,
+    encode_jpeg,
+)
 from faceid_tui.bank.names import validate_identity_name
 from faceid_tui.bank.store import (
     DATABASE_NAME,
     BankStore,
     CachedEmbedding,
-    IdentitySummary,
     PhotoRecord,
     SqliteBankStore,
 )
-from faceid_tui.bank.thresholds import (
-    DEFAULT_FPIR,
-    ThresholdChoice,
-    ambiguous_margin,
-    bank_thresholds,
-    likely_threshold,
-    saved_threshold,
-)
-from faceid_tui.engine.alignment import crop_with_margin
-from faceid_tui.engine.decode import is_image_name, load_rgb
-from faceid_tui.engine.pipeline import PhotoResult, Pipeline
+from faceid_tui.bank.thresholds import DEFAULT_FPIR, ThresholdChoice, saved_threshold
+from faceid_tui.engine.decode import is_image_name
+from faceid_tui.engine.pipeline import Pipeline
 from faceid_tui.errors import BankError, FaceIdError
 from faceid_tui.fsutil import (
     atomic_write_bytes,
@@ -51,37 +44,11 @@ from faceid_tui.fsutil import (
     sha256_file,
 )
 
-
-@dataclass
-class SyncReport:
-    added: list[str] = field(default_factory=list)
-    changed: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    embedded: list[str] = field(default_factory=list)
-    no_face: list[str] = field(default_factory=list)
-    errors: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def changes(self) -> int:
-        return len(self.added) + len(self.changed) + len(self.removed)
+# Re-exported: callers import the results with the bank.
+__all__ = ["EnrolResult", "FaceEnrolment", "IdentityBank", "SyncReport", "encode_jpeg"]
 
 
-@dataclass(frozen=True)
-class FaceEnrolment:
-    rel_path: str
-    created_identity: bool
-    already_enrolled: bool = False
-
-
-@dataclass(frozen=True)
-class EnrolResult:
-    path: Path
-    rel_path: str | None
-    error: str | None = None
-    already_enrolled: bool = False
-
-
-class IdentityBank:
+class IdentityBank(BankBase):
     """Operations on one bank folder. ``pipeline`` is only loaded when something needs
     embedding, so listing a bank that is in sync costs no model load."""
 
@@ -91,15 +58,27 @@ class IdentityBank:
                  fpir: float = DEFAULT_FPIR) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.pipeline = pipeline
-        self.store: BankStore = store or SqliteBankStore(self.folder / DATABASE_NAME)
-        self.requested_threshold = threshold  # None: chosen from the bank's size
-        self.fpir = fpir
-        self.requested_margin = ambiguous_margin  # None: the model's (bank/thresholds.py)
-        self._threshold_choice: ThresholdChoice | None = None
+        self.location = str(self.folder)
+        super().__init__(pipeline, store or SqliteBankStore(self.folder / DATABASE_NAME),
+                         threshold=threshold, ambiguous_margin=ambiguous_margin, fpir=fpir)
 
-    def close(self) -> None:
-        self.store.close()
+    def sample_image(self, rel_path: str) -> bytes:
+        name, filename = rel_path.split("/", 1)
+        return (self.identity_folder(name) / filename).read_bytes()
+
+    @property
+    def shown_location(self) -> Path:
+        return self.folder
+
+    @property
+    def short_name(self) -> str:
+        return f"{self.folder.name}/"
+
+    def sample_location(self, rel_path: str) -> str:
+        return str(self.folder / rel_path)
+
+    def saved_threshold(self, model_id: str) -> ThresholdChoice | None:
+        return saved_threshold(self.folder, model_id)
 
     # -- folders ------------------------------------------------------------------------
     def identity_folder(self, name: str) -> Path:
@@ -192,142 +171,29 @@ class IdentityBank:
             if result.error:
                 report.errors[rel_path] = result.error
                 continue
-            self.store.put_embedding(digest, model_id, _cache_entry(result))
+            self.store.put_embedding(digest, model_id, cache_entry(result))
             report.embedded.append(rel_path)
             if not result.faces:
                 report.no_face.append(rel_path)
 
-    # -- queries --------------------------------------------------------------------------
-    def identities(self) -> list[IdentitySummary]:
-        return self.store.summaries(self.pipeline.model_id)
-
-    def identity_photos(self, name: str) -> list[PhotoRecord]:
-        name = validate_identity_name(name)
-        if name not in self.store.identity_names():
-            raise BankError(f"no identity named {name!r} in {self.folder}")
-        return [record for record in self.store.photos() if record.identity == name]
-
-    def threshold_choice(self, samples: int | None = None,
-                         identities: int | None = None) -> ThresholdChoice:
-        """The open-set (``known``) threshold in force and why
-        (see :mod:`faceid_tui.bank.thresholds`)."""
-        if self.requested_threshold is not None:
-            return ThresholdChoice(self.requested_threshold, "--threshold", "given by the user")
-        model_id = self.pipeline.model_id
-        saved = saved_threshold(self.folder, model_id)
-        if saved is not None:
-            return saved
-        if samples is None or identities is None:
-            names = self.store.samples(model_id)[0]
-            samples, identities = len(names), len(set(names))
-        return bank_thresholds(model_id, identities, samples, self.fpir).known
-
-    @property
-    def ambiguous_margin(self) -> float:
-        if self.requested_margin is not None:
-            return self.requested_margin
-        return ambiguous_margin(self.pipeline.model_id)
-
-    def likely_threshold_choice(self, samples: int, identities: int) -> ThresholdChoice:
-        """The suggestion (``likely``) threshold and why."""
-        return likely_threshold(self.pipeline.model_id, identities, samples)
-
-    @property
-    def threshold_in_force(self) -> ThresholdChoice:
-        """What the last matcher used (or the bank as it is now), with its reason."""
-        if self._threshold_choice is None:
-            self._threshold_choice = self.threshold_choice()
-        return self._threshold_choice
-
-    @property
-    def threshold(self) -> float:
-        return self.threshold_in_force.value
-
-    def matcher(self) -> Matcher:
-        names, _paths, matrix = self.store.samples(self.pipeline.model_id)
-        self._threshold_choice = self.threshold_choice(len(names), len(set(names)))
-        return Matcher(names, matrix, threshold=self._threshold_choice.value,
-                       likely_threshold=self.likely_threshold_choice(
-                           len(names), len(set(names))).value,
-                       ambiguous_margin=self.ambiguous_margin)
-
     # -- changes --------------------------------------------------------------------------
-    def enrol_photos(self, name: str, paths: Iterable[Path]) -> list[EnrolResult]:
-        """Copy photos of ``name`` into the bank (creating the identity) with their embedding.
+    def _check_enrol_target(self, name: str) -> None:
+        self.identity_folder(name)
 
-        The largest face of each photo is enrolled; a photo with no face is refused, since
-        the bank would learn nothing from it.
-        """
-        return list(self.iter_enrol_photos(name, paths))
-
-    def iter_enrol_photos(self, name: str, paths: Iterable[Path]) -> Iterator[EnrolResult]:
-        """:meth:`enrol_photos`, yielding each result once it is committed (so a caller can
-        acknowledge it: a yielded enrolment survives a crash)."""
-        name = validate_identity_name(name)
+    def _store_sample(self, name: str, filename: str, data: bytes,
+                      embedding: CachedEmbedding) -> str:
         folder = self.identity_folder(name)
-        for result in self.pipeline.run([Path(p) for p in paths], chunk_size=8):
-            yield self._enrol_one(name, folder, result)
-
-    def _enrol_one(self, name: str, folder: Path, result: PhotoResult) -> EnrolResult:
-        if result.error:
-            return EnrolResult(result.path, None, result.error)
-        if not result.faces:
-            return EnrolResult(result.path, None,
-                               "no face found; enrol a photo where the face is clearly visible")
-        try:
-            data = result.path.read_bytes()
-        except OSError as exc:
-            return EnrolResult(result.path, None, f"cannot read file: {exc.strerror or exc}")
-        digest = sha256_bytes(data)
-        if existing := self._enrolled_copy(name, digest):
-            return EnrolResult(result.path, existing, already_enrolled=True)
-        target = _free_name(folder, _bank_file_name(result.path))
-        rel_path = f"{name}/{target.name}"
-        with self.store.transaction():
-            self.store.ensure_identity(name)
-            self.store.put_embedding(digest, self.pipeline.model_id, _cache_entry(result))
-            folder.mkdir(exist_ok=True)
-            atomic_write_bytes(target, data)
-            stat = target.stat()
-            self.store.put_photo(PhotoRecord(rel_path, name, digest, stat.st_size,
-                                             stat.st_mtime_ns))
-        return EnrolResult(result.path, rel_path)
-
-    def enrol_face(self, name: str, source: Path, box: tuple[int, int, int, int],
-                   embedding: np.ndarray, *, face_count: int, face_number: int) -> FaceEnrolment:
-        """Enrol one face found in ``source`` (the triage app's confirm / name).
-
-        A single-face photo is copied whole; from a photo with several faces a crop of this
-        face is saved, with enough margin around it to be detected again on a later sync.
-        The embedding already computed is stored with the file, in one transaction.
-        """
-        name = validate_identity_name(name)
-        folder = self.identity_folder(name)
-        created = name not in self.store.identity_names()
-        if face_count == 1:
-            data = Path(source).read_bytes()
-            filename = _bank_file_name(Path(source))
-            stored_box = list(box)
-        else:
-            crop, stored_box = crop_with_margin(load_rgb(Path(source)), box)
-            data = encode_jpeg(crop)
-            filename = f"{Path(source).stem.lstrip('.') or 'photo'}-face{face_number}.jpg"
-        digest = sha256_bytes(data)
-        if existing := self._enrolled_copy(name, digest):
-            return FaceEnrolment(existing, False, already_enrolled=True)
         target = _free_name(folder, filename)
         rel_path = f"{name}/{target.name}"
         with self.store.transaction():
             self.store.ensure_identity(name)
-            self.store.put_embedding(digest, self.pipeline.model_id,
-                                     CachedEmbedding(np.asarray(embedding, np.float32),
-                                                     stored_box, 1))
+            self.store.put_embedding(sha256_bytes(data), self.pipeline.model_id, embedding)
             folder.mkdir(exist_ok=True)
             atomic_write_bytes(target, data)
             stat = target.stat()
-            self.store.put_photo(PhotoRecord(rel_path, name, digest, stat.st_size,
+            self.store.put_photo(PhotoRecord(rel_path, name, sha256_bytes(data), stat.st_size,
                                              stat.st_mtime_ns))
-        return FaceEnrolment(rel_path, created)
+        return rel_path
 
     def remove_sample(self, rel_path: str, *, drop_empty_identity: bool = False) -> None:
         """Delete one bank photo (undoing an enrolment); optionally its identity when that
@@ -340,11 +206,6 @@ class IdentityBank:
             if drop_empty_identity and not self.identity_photos(name):
                 self.store.delete_identity(name)
                 _remove_folder(path.parent)
-
-    def _enrolled_copy(self, name: str, digest: str) -> str | None:
-        """The bank photo of ``name`` with this content, if it is enrolled already."""
-        return next((record.rel_path for record in self.store.photos()
-                     if record.identity == name and record.sha256 == digest), None)
 
     def rename(self, old: str, new: str) -> None:
         old, new = validate_identity_name(old), validate_identity_name(new)
@@ -397,26 +258,6 @@ class IdentityBank:
         if not folder.is_dir() or name not in self.store.identity_names():
             raise BankError(f"no identity named {name!r} in {self.folder}")
         return folder
-
-
-def _cache_entry(result: PhotoResult) -> CachedEmbedding:
-    face = result.largest_face()
-    if face is None or face.embedding is None:
-        return CachedEmbedding(None, None, len(result.faces))
-    return CachedEmbedding(face.embedding, face.box.as_list(), len(result.faces))
-
-
-def encode_jpeg(image_rgb: np.ndarray, quality: int = 95) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image_rgb).save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
-
-
-def _bank_file_name(source: Path) -> str:
-    """A file name sync will pick up again: not hidden, with an image extension."""
-    stem = source.stem.lstrip(".") or "photo"
-    suffix = source.suffix.lower() if is_image_name(Path(f"x{source.suffix}")) else ".jpg"
-    return f"{stem}{suffix}"
 
 
 def _free_name(folder: Path, filename: str) -> Path:

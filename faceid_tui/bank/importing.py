@@ -1,7 +1,7 @@
 """Enrolling known people in bulk: a folder laid out as ``Name/photo.jpg`` (one subfolder per
 person, the layout of ``id_bank/`` itself), or one photo under a name.
 
-Every photo goes through :meth:`IdentityBank.enrol_photos` (copied in, embedded, committed one
+Every photo goes through :meth:`BankBase.enrol_photos` (copied in, embedded, committed one
 by one), so an import cut short keeps what it did and running it again adds only what is new
 (a photo already enrolled under that name is recognised by its content).
 """
@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from faceid_tui.bank.identity_bank import IdentityBank
+from faceid_tui.bank.bank_base import BankBase
 from faceid_tui.bank.names import validate_identity_name
 from faceid_tui.engine.decode import is_image_name
 from faceid_tui.errors import FaceIdError, InvalidNameError
@@ -52,7 +52,7 @@ def people_in_folder(folder: Path) -> dict[str, list[Path]]:
     return people
 
 
-def import_people(bank: IdentityBank, folder: Path,
+def import_people(bank: BankBase, folder: Path,
                   progress: Callable[[int, int], None] | None = None) -> ImportReport:
     """Enrol every ``Name/photo`` under ``folder``; names that are not valid identity names
     are skipped with the reason."""
@@ -83,7 +83,7 @@ def import_people(bank: IdentityBank, folder: Path,
     return report
 
 
-def import_photo(bank: IdentityBank, photo: Path, name: str) -> ImportReport:
+def import_photo(bank: BankBase, photo: Path, name: str) -> ImportReport:
     """Enrol one photo (its largest face) under ``name``."""
     photo = Path(photo).expanduser()
     if not photo.is_file() or not is_image_name(photo):

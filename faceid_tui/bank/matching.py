@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -109,7 +109,8 @@ class Matcher:
 
     Exact below ``index_min_samples`` rows (samples or centroids; default
     :data:`~faceid_tui.bank.index.INDEX_MIN_SAMPLES`); at or above it through an approximate
-    index, built on first use, whose proposals are re-scored exactly.
+    index, built on first use (``index_builder``, default usearch's), whose proposals are
+    re-scored exactly.
     """
 
     def __init__(self, sample_names: list[str], samples: np.ndarray, *,
@@ -118,7 +119,8 @@ class Matcher:
                  ambiguous_margin: float = AMBIGUOUS_MARGIN,
                  top_k: int = TOP_CANDIDATES,
                  index_min_samples: int | None = None,
-                 scoring: str = CENTROID) -> None:
+                 scoring: str = CENTROID,
+                 index_builder: Callable[[np.ndarray], SampleIndex] | None = None) -> None:
         if scoring not in (CENTROID, BEST_SAMPLE):
             raise ValueError(f"scoring must be {CENTROID!r} or {BEST_SAMPLE!r}")
         if len(sample_names) != len(samples):
@@ -158,6 +160,8 @@ class Matcher:
         self._row_identity = np.repeat(np.arange(len(starts), dtype=np.intp),
                                        np.diff(np.append(self._starts, len(rows))))
         self._index: SampleIndex | None = None
+        # Another index than usearch's over the rows (a shared bank's pgvector index).
+        self._index_builder = index_builder or build_index
         self._index_lock = threading.Lock()
 
     @property
@@ -189,7 +193,7 @@ class Matcher:
         # Sessions share one matcher across threads; the build is slow, so only once.
         with self._index_lock:
             if self._index is None:
-                self._index = build_index(self._rows)
+                self._index = self._index_builder(self._rows)
             return self._index
 
     def identity_scores(self, queries: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ CMYK, palettes) and turns every failure into a one-line :class:`ImageDecodeError
 from __future__ import annotations
 
 import contextlib
+import io
 import warnings
 from pathlib import Path
 
@@ -36,26 +37,31 @@ def is_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
-def load_rgb(path: Path) -> np.ndarray:
-    """Read ``path`` and return an upright ``H×W×3`` RGB ``uint8`` array.
+def load_rgb(path: Path | bytes) -> np.ndarray:
+    """Read ``path`` (or decode the bytes of an image file, e.g. a sample kept in a shared
+    bank) and return an upright ``H×W×3`` RGB ``uint8`` array.
 
     Raises :class:`ImageDecodeError` with a one-line reason for anything that is not a
     decodable image (empty, truncated, not an image, too large).
     """
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise ImageDecodeError("file not found") from None
-    except OSError as exc:
-        raise ImageDecodeError(f"cannot read file: {exc.strerror or exc}") from None
+    if isinstance(path, bytes | bytearray):
+        source: Path | io.BytesIO = io.BytesIO(path)
+        size = len(path)
+    else:
+        source = path = Path(path)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise ImageDecodeError("file not found") from None
+        except OSError as exc:
+            raise ImageDecodeError(f"cannot read file: {exc.strerror or exc}") from None
     if size == 0:
         raise ImageDecodeError("empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
             # Pillow warns before its own bomb error; we check the size ourselves below.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(source) as image:
                 width, height = image.size
                 if width * height > MAX_PIXELS:
                     raise ImageDecodeError(

@@ -152,12 +152,14 @@ def shown_folder(folder: Path) -> str:
     return f"{folder}/"
 
 
-def first_run_text(inbox: Path, bank: Path, out: Path, identities: int) -> str:
+def first_run_text(inbox: Path, bank: Path | str, out: Path, identities: int) -> str:
     """What the app shows before any photo arrived: where photos go, how to enrol the people
-    to recognise, and where results are written."""
+    to recognise, and where results are written. ``bank``: a bank folder, or the (redacted)
+    URL of a shared bank."""
+    shown_bank = shown_folder(bank) if isinstance(bank, Path) else bank
     people = (f"{identities} known {'person' if identities == 1 else 'people'} in the bank "
-              f"{shown_folder(bank)}" if identities else
-              f"The bank {shown_folder(bank)} is empty: press i to import a folder laid out as "
+              f"{shown_bank}" if identities else
+              f"The bank {shown_bank} is empty: press i to import a folder laid out as "
               "Name/photo.jpg (one folder per person), or one photo under a name; or name "
               "faces as they come with n.")
     return "\n\n".join((

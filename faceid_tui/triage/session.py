@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from faceid_tui.bank.identity_bank import IdentityBank
+from faceid_tui.bank.bank_base import BankBase
 from faceid_tui.bank.importing import import_people, import_photo
 from faceid_tui.bank.matching import AMBIGUOUS, CONFLICT, KNOWN, LIKELY, FaceMatch, Matcher
 from faceid_tui.bank.names import validate_identity_name
@@ -110,7 +110,7 @@ class TriagePaths:
 
 
 class TriageSession:
-    def __init__(self, pipeline: Pipeline, bank: IdentityBank, ledger: Ledger,
+    def __init__(self, pipeline: Pipeline, bank: BankBase, ledger: Ledger,
                  paths: TriagePaths) -> None:
         self.pipeline = pipeline
         self.bank = bank
@@ -820,6 +820,21 @@ class TriageSession:
         self._matcher_dirty = True
         self._stale = True
         self._identity_count = None
+
+    def watch_bank(self, on_change: Callable[[], None]) -> bool:
+        """With a shared bank, follow other stations' changes: each one reloads the faces
+        and matches again (in the listener's thread), then ``on_change()`` is called. Returns
+        whether the bank can be watched (a folder bank cannot: it is this station's own)."""
+        watch = getattr(self.bank, "watch", None)
+        if watch is None:
+            return False
+
+        def changed() -> None:
+            self.bank_changed()
+            on_change()
+
+        watch(changed)
+        return True
 
     def bank_changed(self) -> None:
         """The bank was edited elsewhere (the bank screen: renames reach decided faces too):

@@ -79,8 +79,11 @@ class FaceIdApp(TriageHost):
     # -- lifecycle --------------------------------------------------------------------------
     def on_mount(self) -> None:
         paths = self.session.paths
-        self.sub_title = f"inbox {paths.inbox.name}/ · bank {self.session.bank.folder.name}/"
+        self.sub_title = f"inbox {paths.inbox.name}/ · bank {self.session.bank.short_name}"
         self.push_screen(self.triage)
+        # Another station's enrolment or edit reaches this one's lists within a second.
+        self.session.watch_bank(lambda: self.post_message(
+            DecisionsChanged("the shared bank changed on another station")))
         self.session.paths.inbox.mkdir(parents=True, exist_ok=True)
         if self.watch_inbox:
             self._watcher = InboxWatcher(self.session.paths.inbox, self._arrivals.put)

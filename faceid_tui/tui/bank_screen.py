@@ -101,9 +101,10 @@ class BankScreen(TwoTableScreen):
         thumbnail = None
         if rel_path:
             try:
-                thumbnail = PILImage.fromarray(load_rgb(self.app.session.bank.folder / rel_path))
+                image = load_rgb(self.app.session.bank.sample_image(rel_path))
+                thumbnail = PILImage.fromarray(image)
                 thumbnail.thumbnail((320, 320))
-            except FaceIdError:
+            except (FaceIdError, OSError):  # removed meanwhile, or damaged
                 thumbnail = None
         self.app.call_from_thread(self.query_one(FacePreview).show, thumbnail, None)
 

@@ -217,7 +217,7 @@ class TriageScreen(TwoTableScreen):
         """With no photo yet, say where photos go and how to enrol people; with an empty bank,
         a line on how to fill it."""
         paths = self.app.session.paths
-        bank = self.app.session.bank.folder
+        bank = self.app.session.bank.shown_location
         welcome = self.query_one("#welcome", Static)
         hint = self.query_one("#hint", Static)
         first_run = photos == 0
