@@ -62,6 +62,9 @@ def _engine_options(*, suppress: bool) -> argparse.ArgumentParser:
                        help="identity bank: a folder (default: $FACEID_BANK, else ./id_bank) "
                             "or a shared PostgreSQL bank, postgresql://user:pass@host/db "
                             "(README: Several stations)")
+    group.add_argument("--station", default=default(None), metavar="NAME",
+                       help="this station's name in a shared bank's ledger of claims and "
+                            "decisions (default: the host name)")
     group.add_argument("--models", type=Path, default=default(None), metavar="DIR",
                        help="model folder (default: $FACEID_MODELS, else the checkout's "
                             "face_models/, else a per-user cache; `faceid models` says which)")
@@ -206,6 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--fallback-center", action="store_true",
                        help="embed a centre crop, marked fallback, when no face is found")
 
+    postgres = commands.add_parser(
+        "postgres", parents=[common],
+        help="start a PostgreSQL with pgvector on this machine (for a shared bank on one "
+             "box, or to try one) and print its URL")
+    postgres.add_argument("data", type=Path, nargs="?", default=Path("faceid-postgres"),
+                          metavar="DIR", help="its data folder (default: ./faceid-postgres)")
+    postgres.add_argument("--stop", action="store_true", help="stop the server of DIR")
+
     models = commands.add_parser("models", parents=[common],
                                  help="prepare and check the model files")
     models.add_argument("--json", action="store_true")
@@ -293,6 +304,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     models_dir = args.models if args.models is not None else default_models_dir()[0]
     bank_url = args.bank if is_postgres_url(args.bank) else None
     return Settings(bank_dir=STATION_DIR if bank_url else Path(args.bank), bank_url=bank_url,
+                    station=args.station,
                     models_dir=models_dir, detector=args.detector,
                     embedder=args.embedder,
                     upsample=args.upsample, min_face_size=args.min_face, device=args.device,
@@ -1175,11 +1187,29 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_postgres(args: argparse.Namespace, settings: Settings) -> int:
+    """A local PostgreSQL + pgvector from PyPI (pgserver), left running for the stations."""
+    from faceid_tui.bank.local_postgres import start_local_postgres, stop_local_postgres
+
+    if args.stop:
+        stopped = stop_local_postgres(args.data)
+        stdout.print(f"stopped the server in {escape(str(args.data))}" if stopped else
+                     f"no server is running in {escape(str(args.data))}")
+        return EXIT_OK
+    url = start_local_postgres(args.data)
+    print(url)
+    stderr.print(f"[dim]running, data in {escape(str(args.data))}; use it with "
+                 f"--bank '{escape(url)}' (or export FACEID_BANK=…); stop it with "
+                 f"`faceid postgres --stop {escape(str(args.data))}`[/dim]")
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "scan": cmd_scan, "enroll": cmd_enroll, "enrol": cmd_enroll, "bank": cmd_bank,
     "embed": cmd_embed, "models": cmd_models, "eval": cmd_eval, "serve": cmd_serve,
     "cluster": cmd_cluster,
     "calibrate": cmd_calibrate,
+    "postgres": cmd_postgres,
 }
 
 

@@ -46,6 +46,8 @@ class Settings:
     bank_dir: Path = field(default_factory=lambda: Path("id_bank"))
     #: A shared bank in PostgreSQL (``--bank postgresql://…`` or ``$FACEID_BANK``).
     bank_url: str | None = None
+    #: This station's name in a shared ledger (None: the host name).
+    station: str | None = None
     models_dir: Path = field(default_factory=lambda: default_models_dir()[0])
     detector: str = "auto"  # "hog", "cnn", "hog+cnn", or "auto": AUTO_DETECTOR
     #: "auto" (FaceNet + dlib, engine/embedders.py), "facenet" (the fast mode), …
@@ -95,6 +97,10 @@ def open_session(settings: Settings, inbox: Path, out: Path,
     bank = open_bank(settings, pipeline)
     Path(settings.bank_dir).mkdir(parents=True, exist_ok=True)
     ledger = Ledger(Path(settings.bank_dir) / LEDGER_NAME)
+    if settings.bank_url:
+        from faceid_tui.triage.shared_ledger import SharedLedger
+
+        ledger.shared = SharedLedger(settings.bank_url, station=settings.station)
     return TriageSession(pipeline, bank, ledger, TriagePaths(inbox, out, move_done))
 
 

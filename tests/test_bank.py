@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from faceid_tui.bank.names import validate_identity_name
-from faceid_tui.bank.store import DATABASE_NAME, CachedEmbedding, PhotoRecord, SqliteBankStore
+from faceid_tui.bank.store import DATABASE_NAME
 from faceid_tui.errors import BankError, InvalidNameError
 
 from .conftest import copy_identity
@@ -122,18 +122,6 @@ def test_enrol_with_a_bad_name_creates_nothing(bank_factory, identity_photos) ->
     assert not (bank.folder.parent / "escaped").exists()
     assert [p.name for p in bank.folder.iterdir()] == [DATABASE_NAME] or all(
         p.name.startswith(DATABASE_NAME) for p in bank.folder.iterdir())
-
-
-def test_embeddings_of_another_model_are_never_compared(tmp_path: Path) -> None:
-    store = SqliteBankStore(tmp_path / "bank.sqlite3")
-    store.put_photo(PhotoRecord("Ann/a.jpg", "Ann", "sha-a", 1, 1))
-    store.put_photo(PhotoRecord("Bob/b.jpg", "Bob", "sha-b", 1, 1))
-    store.put_embedding("sha-a", "model-1", CachedEmbedding(np.ones(4, np.float32) / 2, None, 1))
-    store.put_embedding("sha-b", "model-2", CachedEmbedding(np.ones(4, np.float32) / 2, None, 1))
-    names, _, matrix = store.samples("model-1")
-    assert names == ["Ann"] and matrix.shape == (1, 4)
-    assert store.cached_embedding("sha-b", "model-1") is None
-    store.close()
 
 
 def test_the_database_uses_wal(bank_factory) -> None:

@@ -111,6 +111,23 @@ class BankBase:
         """A threshold ``faceid calibrate --save`` stored for this bank and model."""
         return None
 
+    def _embed_files(self, todo: dict[Path, tuple[str, str]], report: SyncReport,
+                     progress: Callable[[int, int], None] | None) -> None:
+        """Embed sample files (``path -> (content hash, rel_path)``) with the current model
+        and store each embedding as it comes."""
+        model_id = self.pipeline.model_id
+        for done, result in enumerate(self.pipeline.run(list(todo)), start=1):
+            digest, rel_path = todo[result.path]
+            if progress:
+                progress(done, len(todo))
+            if result.error:
+                report.errors[rel_path] = result.error
+                continue
+            self.store.put_embedding(digest, model_id, cache_entry(result))
+            report.embedded.append(rel_path)
+            if not result.faces:
+                report.no_face.append(rel_path)
+
     # -- queries --------------------------------------------------------------------------
     def identities(self) -> list[IdentitySummary]:
         return self.store.summaries(self.pipeline.model_id)

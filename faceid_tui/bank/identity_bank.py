@@ -22,7 +22,6 @@ from faceid_tui.bank.bank_base import (
     EnrolResult,
     FaceEnrolment,
     SyncReport,
-    cache_entry,
     encode_jpeg,
 )
 from faceid_tui.bank.names import validate_identity_name
@@ -164,17 +163,7 @@ class IdentityBank(BankBase):
             seen.add(record.sha256)
             if self.store.cached_embedding(record.sha256, model_id) is None:
                 todo[on_disk[record.rel_path][1]] = (record.sha256, record.rel_path)
-        for done, result in enumerate(self.pipeline.run(list(todo)), start=1):
-            digest, rel_path = todo[result.path]
-            if progress:
-                progress(done, len(todo))
-            if result.error:
-                report.errors[rel_path] = result.error
-                continue
-            self.store.put_embedding(digest, model_id, cache_entry(result))
-            report.embedded.append(rel_path)
-            if not result.faces:
-                report.no_face.append(rel_path)
+        self._embed_files(todo, report, progress)
 
     # -- changes --------------------------------------------------------------------------
     def _check_enrol_target(self, name: str) -> None:

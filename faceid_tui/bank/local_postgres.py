@@ -8,6 +8,7 @@ go); :func:`stop_local_postgres` stops it."""
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 from faceid_tui.errors import BankError
@@ -30,7 +31,10 @@ def start_local_postgres(data_dir: Path = DEFAULT_DATA_DIR, *, database: str = "
     needed, and return its URL. ``keep_running=False`` stops it when this process exits."""
     data_dir = Path(data_dir).expanduser().absolute()
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = _pgserver().get_server(data_dir, cleanup_mode=None if keep_running else "stop")
+    with warnings.catch_warnings():  # platformdirs warns where XDG_RUNTIME_DIR is unset
+        warnings.simplefilter("ignore", UserWarning)
+        server = _pgserver().get_server(data_dir,
+                                        cleanup_mode=None if keep_running else "stop")
     if not re.fullmatch(r"[a-z_][a-z0-9_]*", database):
         raise BankError(f"database name {database!r}: use lowercase letters, digits and _")
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
@@ -51,5 +55,7 @@ def stop_local_postgres(data_dir: Path = DEFAULT_DATA_DIR) -> bool:
     if not (data_dir / "postmaster.pid").is_file():
         return False
     # pgserver stops a server when the last process holding it in "stop" mode exits.
-    _pgserver().get_server(data_dir, cleanup_mode="stop")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        _pgserver().get_server(data_dir, cleanup_mode="stop")
     return True

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from faceid_tui.bank.bank_base import BankBase, SyncReport, cache_entry
+from faceid_tui.bank.bank_base import BankBase, SyncReport
 from faceid_tui.bank.matching import CENTROID, Matcher
 from faceid_tui.bank.names import validate_identity_name
 from faceid_tui.bank.postgres_store import (
@@ -110,17 +110,7 @@ class SharedBank(BankBase):
                 path = Path(scratch) / f"{number}{suffix}"
                 path.write_bytes(self.store.photo_image(rel_path))
                 todo[path] = (digest, rel_path)
-            for done, result in enumerate(self.pipeline.run(list(todo)), start=1):
-                digest, rel_path = todo[result.path]
-                if progress:
-                    progress(done, len(todo))
-                if result.error:
-                    report.errors[rel_path] = result.error
-                    continue
-                self.store.put_embedding(digest, model_id, cache_entry(result))
-                report.embedded.append(rel_path)
-                if not result.faces:
-                    report.no_face.append(rel_path)
+            self._embed_files(todo, report, progress)
         return report
 
     # -- changes ----------------------------------------------------------------------------

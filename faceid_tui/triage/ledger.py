@@ -12,10 +12,14 @@ import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from faceid_tui.database import Database
+
+if TYPE_CHECKING:
+    from faceid_tui.triage.shared_ledger import SharedLedger
 
 LEDGER_NAME = ".faceid-ledger.sqlite3"
 
@@ -140,6 +144,9 @@ class Ledger:
         self._db = self._database.connection
         self._lock = self._database.lock
         self._add_missing_columns()
+        #: With a shared bank: decisions and finished photos are also written there, in the
+        #: same transaction (a decision the database refused is not kept here either).
+        self.shared: SharedLedger | None = None
         with self.transaction():
             # A photo caught mid-processing by a crash is simply queued again.
             self._db.execute("UPDATE photos SET state=? WHERE state=?", (QUEUED, PROCESSING))
@@ -157,6 +164,8 @@ class Ledger:
         return self._database.transaction()
 
     def close(self) -> None:
+        if self.shared is not None:
+            self.shared.close()
         self._database.close()
 
     # -- photos ---------------------------------------------------------------------------
@@ -285,7 +294,16 @@ class Ledger:
                 (face_id, decision, name, enrolled_path, int(created_identity), time.time(),
                  action_id),
             )
+            if self.shared is not None:
+                sha, box = self._face_key(face_id)
+                self.shared.record_decision(sha, box, decision, name)
             self._refresh_photo_state(face_id)
+
+    def _face_key(self, face_id: int) -> tuple[str, list[int]]:
+        """A face as every station names it: its photo's content hash and its box."""
+        sha, box = self._db.execute("SELECT photo_sha, box FROM faces WHERE id=?",
+                                    (face_id,)).fetchone()
+        return str(sha), list(json.loads(box))
 
     def _refresh_photo_state(self, face_id: int) -> None:
         sha = self._db.execute("SELECT photo_sha FROM faces WHERE id=?", (face_id,)).fetchone()[0]
@@ -293,6 +311,13 @@ class Ledger:
             "SELECT COUNT(*) FROM faces WHERE photo_sha=? AND decision IS NULL", (sha,)
         ).fetchone()[0]
         state = REVIEW if open_faces else REVIEWED
+        if self.shared is not None:
+            before = self._db.execute("SELECT state FROM photos WHERE sha256=?",
+                                      (sha,)).fetchone()[0]
+            if state == REVIEWED:
+                self.shared.finish(sha)
+            elif before == REVIEWED:
+                self.shared.reopen(sha)
         self._db.execute(
             "UPDATE photos SET state=?, finished_at=CASE WHEN ?=? THEN ? ELSE NULL END "
             "WHERE sha256=?", (state, state, REVIEWED, time.time(), sha),
@@ -331,6 +356,8 @@ class Ledger:
                 "WHERE face_id=? AND undone=0 ORDER BY id DESC LIMIT 1", (decision.face_id,),
             ).fetchone()
             decision_value, name, enrolled = previous if previous else (None, None, None)
+            if self.shared is not None:
+                self.shared.record_undo(*self._face_key(decision.face_id))
             self._db.execute(
                 "UPDATE faces SET decision=?, decided_name=?, enrolled_path=? WHERE id=?",
                 (decision_value, name, enrolled, decision.face_id),

@@ -243,6 +243,9 @@ class TriageSession:
             digest = sha256_file(path)
         except OSError:
             return None
+        shared = self.ledger.shared
+        if shared is not None and not shared.claim(digest, str(path)):
+            return None  # another station has it (or it is done there)
         with self._lock:
             replaced = self._in_flight.get(path)
             if not self.ledger.add_photo(str(path), digest):
@@ -257,6 +260,29 @@ class TriageSession:
                 self._feed.put(path)
             return digest
 
+    def _drop_photos_taken_over(self) -> None:
+        """With a shared ledger: photos this station left undecided when it stopped are
+        claimed again; those another station took over meanwhile leave this station's list."""
+        shared = self.ledger.shared
+        if shared is None:
+            return
+        for row in self.ledger.photos():
+            if row.state != REVIEWED and not shared.claim(row.sha256, row.path):
+                self.ledger.forget_photo(row.sha256)
+
+    def take_abandoned(self) -> list[str]:
+        """With a shared ledger: queue the photos of stations whose claims ran out (they
+        stopped); return their hashes. Their files must be where that station saw them (a
+        shared inbox)."""
+        shared = self.ledger.shared
+        if shared is None:
+            return []
+        taken = []
+        for sha, path in shared.take_abandoned():
+            if Path(path).is_file() and self.register(Path(path)) is not None:
+                taken.append(sha)
+        return taken
+
     def queued(self) -> list[PhotoRow]:
         with self._lock:
             return [row for row in self._photos.values() if row.state == QUEUED]
@@ -269,6 +295,7 @@ class TriageSession:
         self.bank.sync(progress=progress)
         remove_stale_temp_files(self.paths.out)  # left by a write that was killed
         with self._lock:
+            self._drop_photos_taken_over()
             self.ledger.requeue_other_models(self.pipeline.model_id)
             self._matcher_dirty = True
             self._reload()

@@ -44,6 +44,9 @@ from faceid_tui.tui.triage_screen import TriageScreen
 RATE_WINDOW_S = 10.0
 #: How long quitting waits for the processing thread to finish the chunk it is embedding.
 PROCESSING_STOP_S = 20.0
+#: How often a station with a shared ledger looks for photos whose station stopped (their
+#: claims' lease ran out: triage/shared_ledger.py).
+TAKEOVER_EVERY_S = 10.0
 
 
 class FaceIdApp(TriageHost):
@@ -107,6 +110,7 @@ class FaceIdApp(TriageHost):
         """Register photos once they are complete: those present at start, then arrivals."""
         worker = get_current_worker()
         tracker = ArrivalTracker()
+        next_takeover = time.monotonic() + TAKEOVER_EVERY_S
         for path in existing_photos(self.session.paths.inbox):
             tracker.touch(path)
         while not worker.is_cancelled:
@@ -117,6 +121,9 @@ class FaceIdApp(TriageHost):
             except queue.Empty:
                 pass
             added = [sha for path in tracker.ready() if (sha := self.session.register(path))]
+            if time.monotonic() >= next_takeover:  # photos of a shared-inbox station that died
+                added += self.session.take_abandoned()
+                next_takeover = time.monotonic() + TAKEOVER_EVERY_S
             if added:
                 self.post_message(QueueChanged(frozenset(added)))
 
