@@ -3,11 +3,15 @@ of the same size in SQLite with faceid's in-process matcher.
 
     .venv/bin/python benchmarks/pgvector_bank.py [--samples 1000000] [--dim 640]
         [--per-identity 5] [--queries 1000] [--sqlite-samples 100000] [--url URL]
-        [--data DIR] [--ef-search 100]
+        [--data DIR] [--ef-search 100] [--like LFW.npz] [--shared-buffers 6GB] [--reuse]
 
-Data is "real-like": identities are random unit centres, their samples the centre moved by
-noise (cosine ~0.75 to the centre, as photos of one person are), queries are stored samples
-moved again (cosine ~0.85 to that sample: a new photo of someone enrolled). Rows go into the
+Data: by default identities are random unit centres, their samples the centre moved by noise
+(cosine ~0.75 to the centre), queries stored samples moved again (cosine ~0.85): random
+directions in 640 dimensions, the worst case for a graph index. With ``--like LFW.npz`` (the
+vector cache of ``faceid eval clusters --embeddings``) the bank is drawn from a Gaussian with
+the between- and within-identity covariance of those real vectors (their spectrum, so their
+intrinsic dimension) and each query is a new draw of a stored identity: a new photo of
+someone enrolled. That is the "real-like" case. Rows go into the
 same tables ``PostgresBankStore`` uses, by COPY; then the index is built by
 ``PostgresBankStore.ensure_vector_index`` (printed: build time, index and table size on disk)
 and each query runs ``nearest_samples`` (printed: p50/p95 ms a face, top-1 recall against exact
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -64,6 +69,38 @@ def make_bank(samples: int, dim: int, per_identity: int, seed: int = 7):
     return owner, vectors
 
 
+def make_bank_like(real: Path, samples: int, per_identity: int, seed: int = 7):
+    """A bank drawn from a Gaussian with the between- and within-identity covariance of real
+    embeddings (an ``eval`` cache of LFW vectors): real vectors' spectrum, so their intrinsic
+    dimension, which is what an HNSW graph navigates by (random vectors are its worst case)."""
+    with np.load(real, allow_pickle=False) as data:
+        paths = [str(p) for p in data["paths"]]
+        vectors = data["vectors"][~data["no_face"]].astype(np.float64)
+        paths = [p for p, n in zip(paths, data["no_face"], strict=True) if not n]
+    people = np.array([Path(p).parent.name for p in paths])
+    names, owner_of, counts = np.unique(people, return_inverse=True, return_counts=True)
+    means = np.stack([vectors[owner_of == k].mean(axis=0) for k in range(len(names))])
+    several = counts[owner_of] >= 2
+    within = np.cov((vectors - means[owner_of])[several], rowvar=False)
+    between = np.cov(means[counts >= 2], rowvar=False)
+    centre_of_all = means.mean(axis=0)
+    rng = np.random.default_rng(seed)
+    identities = (samples + per_identity - 1) // per_identity
+
+    def draw(covariance: np.ndarray, count: int) -> np.ndarray:
+        values, vectors_ = np.linalg.eigh(covariance)
+        scale = vectors_ * np.sqrt(np.clip(values, 0, None))
+        return (rng.standard_normal((count, len(values))) @ scale.T).astype(np.float32)
+
+    centres = centre_of_all + draw(between, identities)
+    owner = np.repeat(np.arange(identities), per_identity)[:samples]
+    bank = np.empty((samples, vectors.shape[1]), np.float32)
+    for start in range(0, samples, 100_000):
+        stop = min(samples, start + 100_000)
+        bank[start:stop] = unit(centres[owner[start:stop]] + draw(within, stop - start))
+    return owner, bank, lambda rows: unit(centres[owner[rows]] + draw(within, len(rows)))
+
+
 def load(store: PostgresBankStore, owner: np.ndarray, vectors: np.ndarray) -> float:
     started = time.perf_counter()
     db = store._db
@@ -84,6 +121,22 @@ def load(store: PostgresBankStore, owner: np.ndarray, vectors: np.ndarray) -> fl
                 copy.write_row((_sha(row), MODEL_ID, vectors.shape[1], vector, 1, 0.0))
     db.execute("ANALYZE")
     return time.perf_counter() - started
+
+
+def set_shared_buffers(data: Path, size: str) -> None:
+    """Give a pgserver data folder ``size`` of shared buffers: started once, set, stopped
+    (the setting takes effect at the next start)."""
+    faceid = Path(sys.executable).with_name("faceid")
+    import psycopg
+
+    from faceid_tui.bank.local_postgres import database_url
+
+    url = subprocess.run([str(faceid), "postgres", str(data)], check=True,
+                         capture_output=True, text=True).stdout.strip()
+    with psycopg.connect(database_url(url, "postgres"), autocommit=True) as connection:
+        connection.execute(f"ALTER SYSTEM SET shared_buffers = '{size}'")
+    subprocess.run([str(faceid), "postgres", "--stop", str(data)], check=True,
+                   capture_output=True)
 
 
 def _sha(row: int) -> str:
@@ -116,58 +169,85 @@ def main() -> None:
     parser.add_argument("--ef-search", type=int, default=100)
     parser.add_argument("--url", help="an existing PostgreSQL with pgvector (default: pgserver)")
     parser.add_argument("--data", type=Path, help="pgserver data folder (default: temporary)")
+    parser.add_argument("--like", type=Path, metavar="FILE.npz",
+                        help="draw the bank from the statistics of real vectors (the cache of "
+                             "`faceid eval clusters --embeddings`) instead of random centres")
+    parser.add_argument("--shared-buffers", default="6GB",
+                        help="PostgreSQL shared_buffers for a pgserver started here (its "
+                             "default, 128MB, keeps no index of this size in memory)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep the rows and index --data holds from an earlier run with "
+                             "the same arguments (no load, no build)")
     args = parser.parse_args()
 
-    owner, vectors = make_bank(args.samples, args.dim, args.per_identity)
     rng = np.random.default_rng(11)
     sources = rng.choice(args.samples, size=args.queries, replace=False)
-    queries = moved(vectors[sources], 0.85, rng)
-    print(f"bank: {args.samples:,} samples of {owner.max() + 1:,} identities, {args.dim}-d; "
-          f"{args.queries} queries near stored samples", flush=True)
+    if args.like:
+        owner, vectors, new_photos = make_bank_like(args.like, args.samples, args.per_identity)
+        queries = new_photos(sources)
+        kind = f"drawn like {args.like.name}'s vectors; queries: new photos of stored people"
+    else:
+        owner, vectors = make_bank(args.samples, args.dim, args.per_identity)
+        queries = moved(vectors[sources], 0.85, rng)
+        kind = "random centres; queries at cosine 0.85 to a stored sample"
+    print(f"bank: {args.samples:,} samples of {owner.max() + 1:,} identities, "
+          f"{vectors.shape[1]}-d ({kind}); {args.queries} queries", flush=True)
+    args.dim = vectors.shape[1]
 
     scratch = None
     if args.url is None:
         from faceid_tui.bank.local_postgres import start_local_postgres
 
         scratch = args.data or Path(tempfile.mkdtemp(prefix="faceid-pgbench-"))
+        set_shared_buffers(scratch, args.shared_buffers)
         url = start_local_postgres(scratch, database="bench", keep_running=False)
     else:
         url = args.url
     store = PostgresBankStore(url)
     try:
-        store._db.execute("TRUNCATE identities, photos, embeddings, vector_indexes CASCADE")
-        for (name,) in store._db.execute("SELECT indexname FROM pg_indexes WHERE indexname "
-                                         "LIKE 'embeddings_hnsw_%'").fetchall():
-            store._db.execute(f'DROP INDEX "{name}"')
-        seconds = load(store, owner, vectors)
-        print(f"load (COPY): {seconds:.1f} s", flush=True)
+        print("shared_buffers:", store._db.execute("SHOW shared_buffers").fetchone()[0])
+        reuse = args.reuse and store.sample_count(MODEL_ID) == args.samples
+        if not reuse:
+            store._db.execute("TRUNCATE identities, photos, embeddings, vector_indexes CASCADE")
+            for (name,) in store._db.execute("SELECT indexname FROM pg_indexes WHERE "
+                                             "indexname LIKE 'embeddings_hnsw_%'").fetchall():
+                store._db.execute(f'DROP INDEX "{name}"')
+            seconds = load(store, owner, vectors)
+            print(f"load (COPY): {seconds:.1f} s", flush=True)
 
         truth = exact_top1(vectors, queries)
         paths = {row: f"person {owner[row]:07d}/{row}.jpg" for row in truth}
 
-        def measure(label: str) -> None:
+        def measure(label: str, ef_search: int) -> None:
             times, hits = [], 0
             for query, expected in zip(queries, truth, strict=True):
                 started = time.perf_counter()
-                near = store.nearest_samples(MODEL_ID, query, 10, ef_search=args.ef_search)
+                near = store.nearest_samples(MODEL_ID, query, 10, ef_search=ef_search)
                 times.append((time.perf_counter() - started) * 1000)
                 hits += bool(near) and near[0][1] == paths[expected]
             print(f"{label}: p50 {percentile(times, 50):.2f} ms, p95 "
                   f"{percentile(times, 95):.2f} ms a face; top-1 recall vs exact "
                   f"{hits / len(queries):.4f}", flush=True)
 
-        if args.samples <= 200_000:
-            measure("pgvector, no index (sequential scan, exact)")
+        if args.samples <= 200_000 and not reuse:
+            measure("pgvector, no index (sequential scan, exact)", args.ef_search)
         started = time.perf_counter()
         index_name = store.ensure_vector_index(MODEL_ID, args.dim, min_samples=1)
         build = time.perf_counter() - started
         index_size, table_size = store._db.execute(
             "SELECT pg_relation_size(%s::regclass), pg_total_relation_size('embeddings')",
             (index_name,)).fetchone()
-        print(f"HNSW build (m=16, ef_construction=64): {build:.1f} s; index "
+        print(f"HNSW build (m=16, ef_construction=64): "
+              f"{'reused' if reuse else f'{build:.1f} s'}; index "
               f"{index_size / 2**20:.0f} MiB, embeddings table with indexes "
               f"{table_size / 2**20:.0f} MiB", flush=True)
-        measure(f"pgvector HNSW (ef_search {args.ef_search})")
+        started = time.perf_counter()
+        store.samples(MODEL_ID)
+        print(f"every sample read back (what a station's matcher loads): "
+              f"{time.perf_counter() - started:.1f} s", flush=True)
+        measure("pgvector HNSW, first pass (cold buffers)", args.ef_search)
+        for ef_search in sorted({40, args.ef_search, 200, 400}):
+            measure(f"pgvector HNSW (ef_search {ef_search})", ef_search)
     finally:
         store.close()
 

@@ -46,7 +46,7 @@ def station(url: str, name: str, photos: list[tuple[str, str]], seconds: float, 
     session = TriageSession(pipeline, SharedBank(url, pipeline), ledger,
                             TriagePaths(inbox, Path(root) / name / "out"))
     session.start()
-    enrolled, decisions, seen_names, own_names = 0, 0, set(), set()
+    decisions, seen_names, own_names = 0, set(), set()
     deadline = time.monotonic() + seconds
     for path, person in photos:
         if time.monotonic() > deadline:
@@ -61,19 +61,21 @@ def station(url: str, name: str, photos: list[tuple[str, str]], seconds: float, 
         if not faces:
             continue
         face = max(faces, key=lambda f: f.box[2] * f.box[3])
-        before = len(session.bank.identity_photos(person)) \
-            if person in session.bank.store.identity_names() else 0
         session.name_face(face.face_id, person)
         own_names.add(person)
         decisions += 1
-        after = len(session.bank.identity_photos(person))
-        enrolled += after - before
         for other in faces:
             if other.face_id != face.face_id:
                 session.reject(other.face_id)
                 decisions += 1
         seen_names.update(session.bank.store.identity_names())
-    Path(report).write_text(json.dumps({"enrolled": enrolled, "decisions": decisions,
+    time.sleep(3.0)  # the other station's last enrolments, then what this one sees
+    seen_names.update(session.bank.store.identity_names())
+    # What this station's decisions put into the bank, as its own ledger recorded them.
+    enrolled_paths = sorted(face.enrolled_path for face in ledger.faces() if face.enrolled_path)
+    Path(report).write_text(json.dumps({"enrolled": len(enrolled_paths),
+                                        "enrolled_paths": enrolled_paths,
+                                        "decisions": decisions,
                                         "seen": sorted(seen_names), "own": sorted(own_names)}))
     session.close()
 
@@ -122,14 +124,18 @@ def main() -> None:
             shared_decisions = connection.execute(
                 "SELECT station, count(*) FROM station_decisions GROUP BY station "
                 "ORDER BY station").fetchall()
-        reported = sum(r["enrolled"] for r in results)
+        reported = [path for r in results for path in r["enrolled_paths"]]
+        in_bank = {r.rel_path for r in records}
+        lost = [path for path in reported if path not in in_bank]
+        twice = len(reported) - len(set(reported))  # two stations given one file name
         names = set(store.identity_names())
         print(f"two stations for {args.seconds:.0f} s ({wall:.0f} s with start-up): "
               f"{[r['decisions'] for r in results]} decisions, "
               f"{[r['enrolled'] for r in results]} enrolments")
-        print(f"bank: {len(records)} samples for {reported} enrolments reported "
-              f"(lost {max(0, reported - len(records))}, extra {max(0, len(records) - reported)},"
-              f" duplicated {duplicates}); {len(names)} identities")
+        print(f"bank: {len(records)} samples for {len(reported)} enrolments the stations "
+              f"recorded: lost {len(lost)}, one file for two enrolments {twice}, extra "
+              f"{len(in_bank - set(reported))}, same content twice in one identity "
+              f"{duplicates}; {len(names)} identities")
         print(f"shared ledger decisions: {dict(shared_decisions)} for "
               f"{[r['decisions'] for r in results]} made")
         for number, result in enumerate(results):

@@ -33,9 +33,13 @@ from faceid_tui.errors import BankError
 
 SCHEMA_VERSION = 1
 NOTIFY_CHANNEL = "faceid_bank"
-#: A model's samples get an HNSW index from this many on (below it a sequential scan is as
-#: fast and an index only slows every enrolment down).
-HNSW_MIN_SAMPLES = 20_000
+#: A model's samples get an HNSW index, and the matcher asks it for candidates, from this many
+#: on. Below it the in-process matcher is faster per face (benchmarks/pgvector_bank.py: 2.2 ms
+#: exact at 2·10⁴ samples against 5.7 ms through pgvector, 2.9 ms at 10⁵ through usearch),
+#: but from 10⁵ on the in-process matcher needs its own approximate index, rebuilt after every
+#: change of the bank (79 s at 10⁵), and in a shared bank every station's enrolments change
+#: it; the database's index is kept up to date by the server instead.
+HNSW_MIN_SAMPLES = 100_000
 #: HNSW build settings (pgvector's defaults) and the search beam; benchmarks/pgvector_bank.py
 #: measures recall and time with them.
 HNSW_M = 16

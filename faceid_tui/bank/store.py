@@ -2,8 +2,9 @@
 
 The folders ``id_bank/<Name>/`` are the source of truth; the store caches what is expensive
 to recompute (embeddings, keyed by file content hash *and* model id) and what the folders
-cannot say (when an identity was created). A PostgreSQL + pgvector store can implement the
-same protocol later.
+cannot say (when an identity was created). The shared bank's store
+(:mod:`faceid_tui.bank.postgres_store`) implements the same protocol and also keeps each
+sample's image, since a shared bank has no folders.
 
 SQLite runs in WAL mode with a busy timeout, so readers never block the writer and a second
 process waits instead of failing; every change happens inside a transaction.

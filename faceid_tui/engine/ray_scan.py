@@ -2,10 +2,11 @@
 loading the models once and running the same :class:`~faceid_tui.engine.pipeline.Pipeline` as
 ``faceid scan`` (detect, align, embed) on batches of photos.
 
-Ray does the scheduling (:class:`ray.util.ActorPool`) and the fault tolerance: an actor that
-dies is restarted and its batch retried (``max_restarts`` / ``max_task_retries``), and a
-batch's results come back only when the whole batch is done, so a photo is never lost and never
-returned twice (the caller's output also skips any path it has already written).
+Ray does the placement, the transport and the fault tolerance: an actor that dies is restarted
+and its batches retried (``max_restarts`` / ``max_task_retries``), and a batch's results come
+back only when the whole batch is done, so a photo is never lost and never returned twice (the
+caller's output also skips any path it has already written). This module only keeps two
+batches queued per actor.
 
 Photos travel as bytes, so the workers need no shared file system: only faceid and its models
 on every node (``faceid models`` there). Matching against the bank stays in the caller: it is
@@ -33,6 +34,8 @@ from faceid_tui.errors import FaceIdError
 BATCH_PHOTOS = 32
 #: Restarts of a dead actor (and retries of its batch) before the scan gives up.
 MAX_RESTARTS = 3
+#: Batches handed to each actor at once: one running, one waiting its turn.
+QUEUED_PER_WORKER = 2
 
 
 def _ray() -> Any:
@@ -107,15 +110,34 @@ class RayScan:
 
     def run(self, paths: Iterable[Path], batch_photos: int = BATCH_PHOTOS,
             ) -> Iterator[PhotoResult]:
-        """Each photo's result once, as batches finish (not in the order given)."""
-        from ray.util import ActorPool
+        """Each photo's result once, as batches finish (not in the order given).
 
-        pool = ActorPool(self.actors)
-        batches = _batches([Path(p) for p in paths], batch_photos)
+        Each actor has :data:`QUEUED_PER_WORKER` batches at a time, so it starts the next the
+        moment it finishes one (no round trip to this process in between), and no more are
+        read ahead: a backlog of 10⁶ photos costs the memory of a few batches."""
+        ray = self._ray
+        batches = iter(_batches(list(paths), batch_photos))
+        running: dict[Any, Any] = {}  # result ref -> its actor
+        load = {index: 0 for index in range(len(self.actors))}
+
+        def submit(index: int) -> bool:
+            batch = next(batches, None)
+            if batch is None:
+                return False
+            running[self.actors[index].run.remote(_read(batch))] = index
+            load[index] += 1
+            return True
+
+        for index in load:
+            for _ in range(QUEUED_PER_WORKER):
+                submit(index)
         seen: set[str] = set()
-        for results in pool.map_unordered(lambda actor, batch: actor.run.remote(batch),
-                                          (_read(batch) for batch in batches)):
-            for result in results:
+        while running:
+            (done,), _ = ray.wait(list(running), num_returns=1)
+            index = running.pop(done)
+            load[index] -= 1
+            submit(index)
+            for result in ray.get(done):
                 if str(result.path) not in seen:  # a retried batch can never repeat a photo
                     seen.add(str(result.path))
                     yield result

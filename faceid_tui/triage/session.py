@@ -279,7 +279,9 @@ class TriageSession:
             return []
         taken = []
         for sha, path in shared.take_abandoned():
-            if Path(path).is_file() and self.register(Path(path)) is not None:
+            if not Path(path).is_file():
+                shared.release(sha)  # gone from the inbox: nothing left to claim
+            elif self.register(Path(path)) is not None:
                 taken.append(sha)
         return taken
 
