@@ -175,7 +175,7 @@ async def test_the_app_on_a_shared_bank_hears_another_station(postgres_url: str,
                     images="none", watch=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: [s for s, _ in states(app).values()] == ["to review"] * 2)
-        assert "bank postgresql://" in app.sub_title
+        assert app.sub_title.endswith("(PostgreSQL)") and "postgresql://" not in app.sub_title
         app.triage.current_sha = next(v.sha256 for v in app.session.photos()
                                       if v.path.endswith("a.jpg"))
         app.triage.refresh_tables()

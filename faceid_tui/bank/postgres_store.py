@@ -182,6 +182,11 @@ class PostgresBankStore:
                 self._depth = 0
 
     @property
+    def connection_info(self) -> Any:
+        """psycopg's ``ConnectionInfo`` (database name, host…) of this store's connection."""
+        return self._db.info
+
+    @property
     def backend_pid(self) -> int:
         """The server process of this store's connection (it signs its notifications)."""
         return int(self._db.info.backend_pid)

@@ -55,6 +55,13 @@ class SharedBank(BankBase):
             self._listener = None
         super().close()
 
+    @property
+    def short_name(self) -> str:
+        """The database and its server, short enough for the title bar at 80 columns."""
+        info = self.store.connection_info
+        host = "" if info.host.startswith("/") else f"@{info.host}"
+        return f"{info.dbname}{host} (PostgreSQL)"
+
     def sample_image(self, rel_path: str) -> bytes:
         return self.store.photo_image(rel_path)
 
