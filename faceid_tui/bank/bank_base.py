@@ -175,12 +175,18 @@ class BankBase:
         return self.threshold_in_force.value
 
     def matcher(self) -> Matcher:
-        names, _paths, matrix = self.store.samples(self.pipeline.model_id)
+        names, paths, matrix = self.store.samples(self.pipeline.model_id)
         self._threshold_choice = self.threshold_choice(len(names), len(set(names)))
         return Matcher(names, matrix, threshold=self._threshold_choice.value,
                        likely_threshold=self.likely_threshold_choice(
                            len(names), len(set(names))).value,
-                       ambiguous_margin=self.ambiguous_margin)
+                       ambiguous_margin=self.ambiguous_margin,
+                       **self._index_options(names, paths, matrix))
+
+    def _index_options(self, names: list[str], paths: list[str],
+                       matrix: np.ndarray) -> dict[str, object]:
+        """How the matcher searches large banks (default: its own usearch index)."""
+        return {}
 
     # -- enrolment ------------------------------------------------------------------------
     def enrol_photos(self, name: str, paths: Iterable[Path]) -> list[EnrolResult]:

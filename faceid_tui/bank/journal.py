@@ -141,7 +141,9 @@ class BankJournal:
     def _take(self, rel_paths: list[str]) -> list[_HeldSample]:
         """Remove samples of a shared bank, keeping what undo needs to store them again."""
         store = self.bank.store
-        records = {record.rel_path: record for record in store.photos()}
+        records = {record.rel_path: record
+                   for name in {rel_path.split("/", 1)[0] for rel_path in rel_paths}
+                   for record in self.bank.identity_photos(name)}
         held = []
         for rel_path in rel_paths:
             record = records[rel_path]

@@ -11,14 +11,15 @@ differences that make it the source of truth instead of a cache of ``id_bank/<Na
 
 Concurrency: every change is one transaction at READ COMMITTED; names are unique, identity
 rows are locked (``SELECT … FOR UPDATE``, in name order so two stations cannot deadlock) before
-a rename, merge or delete, and a statement trigger bumps ``faceid_meta.generation`` and sends
-``NOTIFY faceid_bank`` in the same transaction, so other stations know the bank changed
-(:meth:`PostgresBankStore.generation`, :class:`BankListener`).
+a rename, merge or delete, and a statement trigger sends ``NOTIFY faceid_bank`` with the
+transaction (delivered when it commits), so other stations know the bank changed
+(:class:`BankListener`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 import time
@@ -45,12 +46,11 @@ HNSW_MIN_SAMPLES = 100_000
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
 HNSW_EF_SEARCH = 100
-# Any change bumps the generation: other stations rebuild their matcher when it moved.
+# Any change notifies the other stations, which then rebuild their matcher.
 _SCHEMA = f"""
 CREATE EXTENSION IF NOT EXISTS vector;
 CREATE TABLE IF NOT EXISTS faceid_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO faceid_meta VALUES ('schema', '{SCHEMA_VERSION}') ON CONFLICT DO NOTHING;
-INSERT INTO faceid_meta VALUES ('generation', '0') ON CONFLICT DO NOTHING;
 CREATE TABLE IF NOT EXISTS identities (
     id BIGSERIAL PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
@@ -85,7 +85,6 @@ CREATE TABLE IF NOT EXISTS vector_indexes (
 );
 CREATE OR REPLACE FUNCTION faceid_bank_changed() RETURNS trigger AS $$
 BEGIN
-    UPDATE faceid_meta SET value = (value::BIGINT + 1)::TEXT WHERE key = 'generation';
     PERFORM pg_notify('{NOTIFY_CHANNEL}', '');
     RETURN NULL;
 END $$ LANGUAGE plpgsql;
@@ -190,11 +189,6 @@ class PostgresBankStore:
     def backend_pid(self) -> int:
         """The server process of this store's connection (it signs its notifications)."""
         return int(self._db.info.backend_pid)
-
-    def generation(self) -> int:
-        """A number that changes whenever any station changes the bank."""
-        row = self._execute("SELECT value FROM faceid_meta WHERE key='generation'").fetchone()
-        return int(row[0])
 
     def _identity_id(self, name: str, *, lock: bool = False) -> int:
         sql = "SELECT id FROM identities WHERE name=%s" + (" FOR UPDATE" if lock else "")
@@ -478,7 +472,6 @@ def _maintenance_memory() -> str:
     """Memory for an index build: enough to keep a 10⁶-sample graph in memory (pgvector
     builds far faster when it fits), at most a quarter of this machine's memory."""
     try:
-        import os
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return "1GB"

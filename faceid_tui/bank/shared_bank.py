@@ -15,8 +15,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from faceid_tui.bank.bank_base import BankBase, SyncReport
-from faceid_tui.bank.matching import CENTROID, Matcher
 from faceid_tui.bank.names import validate_identity_name
 from faceid_tui.bank.postgres_store import (
     BankListener,
@@ -71,31 +72,19 @@ class SharedBank(BankBase):
             raise BankError(f"no identity named {name!r} in {self.location}")
         return self.store.identity_photos(name)
 
-    def matcher(self) -> Matcher:
-        """As the folder bank's, but from
-        :data:`~faceid_tui.bank.postgres_store.HNSW_MIN_SAMPLES` samples on, the faces are
-        looked up through the database's HNSW index rather than compared with every row."""
+    def _index_options(self, names: list[str], paths: list[str],
+                       matrix: np.ndarray) -> dict[str, object]:
+        """From :data:`~faceid_tui.bank.postgres_store.HNSW_MIN_SAMPLES` samples on, the
+        matcher's candidates come from the database's HNSW index."""
         model_id = self.pipeline.model_id
-        names, paths, matrix = self.store.samples(model_id)
-        self._threshold_choice = self.threshold_choice(len(names), len(set(names)))
-        indexed = bool(len(names)) and self.store.ensure_vector_index(
-            model_id, matrix.shape[1]) is not None
-        identity_number = {name: number for number, name in enumerate(sorted(set(names)))}
-        sample_row = {path: row for row, path in enumerate(paths)}  # samples() is name-sorted
-
-        def row_of(name: str, rel_path: str) -> int | None:
-            if matcher.scoring == CENTROID:
-                return identity_number.get(name)
-            return sample_row.get(rel_path)
-
-        matcher = Matcher(names, matrix, threshold=self._threshold_choice.value,
-                          likely_threshold=self.likely_threshold_choice(
-                              len(names), len(set(names))).value,
-                          ambiguous_margin=self.ambiguous_margin,
-                          index_min_samples=1 if indexed else None,
-                          index_builder=lambda _rows: PgvectorIndex(self.store, model_id,
-                                                                    row_of))
-        return matcher
+        if not names or self.store.ensure_vector_index(model_id, matrix.shape[1]) is None:
+            return {}
+        # The bank's matcher scores by centroid (Matcher's default): one row per identity,
+        # in name order.
+        identity_row = {name: row for row, name in enumerate(sorted(set(names)))}
+        return {"index_min_samples": 1,
+                "index_builder": lambda _rows: PgvectorIndex(
+                    self.store, model_id, lambda name, _rel_path: identity_row.get(name))}
 
     def saved_threshold(self, model_id: str) -> ThresholdChoice | None:
         return None  # calibrated thresholds are kept per folder bank (faceid.toml) only
@@ -122,13 +111,14 @@ class SharedBank(BankBase):
 
     # -- changes ----------------------------------------------------------------------------
     def _store_sample(self, name: str, filename: str, data: bytes,
-                      embedding: CachedEmbedding) -> str:
+                      embedding: CachedEmbedding | None) -> str:
         digest = sha256_bytes(data)
         with self.store.transaction():
             self.store.ensure_identity(name)
             self.store.lock_identities([name])  # two stations never pick the same file name
             rel_path = self._free_rel_path(name, filename)
-            self.store.put_embedding(digest, self.pipeline.model_id, embedding)
+            if embedding is not None:
+                self.store.put_embedding(digest, self.pipeline.model_id, embedding)
             self.store.put_photo(PhotoRecord(rel_path, name, digest, len(data), 0), data)
         return rel_path
 
@@ -148,15 +138,7 @@ class SharedBank(BankBase):
         name = validate_identity_name(name)
         if existing := self._enrolled_copy(name, sha256_bytes(data)):
             return existing
-        digest = sha256_bytes(data)
-        with self.store.transaction():
-            self.store.ensure_identity(name)
-            self.store.lock_identities([name])
-            rel_path = self._free_rel_path(name, filename)
-            if embedding is not None:
-                self.store.put_embedding(digest, self.pipeline.model_id, embedding)
-            self.store.put_photo(PhotoRecord(rel_path, name, digest, len(data), 0), data)
-        return rel_path
+        return self._store_sample(name, filename, data, embedding)
 
     def _enrolled_copy(self, name: str, digest: str) -> str | None:
         return next((record.rel_path for record in self.store.identity_photos(name)
