@@ -1019,6 +1019,7 @@ def cmd_eval_clusters(args: argparse.Namespace, settings: Settings) -> int:
     from faceid_tui.triage.cluster_eval import (
         FACEID_GRID,
         MIN_PRECISION,
+        SHUFFLED_GRID,
         OperatingPoint,
         baseline_methods,
         evaluate_clustering,
@@ -1032,13 +1033,15 @@ def cmd_eval_clusters(args: argparse.Namespace, settings: Settings) -> int:
     methods = {"faceid": faceid_method(pipeline.model_id, None, FACEID_GRID),
                "faceid-app64": faceid_method(
                    pipeline.model_id, None, FACEID_GRID[:1], chunk=64),
+               "faceid-shuffled64": faceid_method(
+                   pipeline.model_id, None, SHUFFLED_GRID, chunk=64),
                **baseline_methods()}
     unknown = [name for name in wanted if name not in methods]
     if unknown:
         raise UsageError(f"unknown method(s) {', '.join(unknown)}; choose from "
                          f"{', '.join(methods)}")
     chosen = {name: method for name, method in methods.items()
-              if name in wanted or (name == "faceid-app64" and "faceid" in wanted)}
+              if name in wanted or (name.startswith("faceid-") and "faceid" in wanted)}
     total = sum(len(images) for images in list_lfw_images(args.lfw_dir).values())
     with progress_bar(total, "embedding LFW", enabled=not args.json) as advance:
         embeddings = load_or_embed_lfw(pipeline, args.lfw_dir, args.embeddings,
@@ -1063,19 +1066,23 @@ def cmd_eval_clusters(args: argparse.Namespace, settings: Settings) -> int:
                  f"{data.faces} faces of {data.identities} people ({data.identities_with_pairs}"
                  f" with ≥ 2 images; {data.singleton_faces} faces alone as noise)")
     # Plain lines, not a table: they are meant to be pasted and compared, at any width.
-    print(f"{'method':<13} {'point':<9} {'pairwise P / R':<15} {'BCubed P / R / F':<22} "
+    width = max(13, *map(len, chosen))
+    print(f"{'method':<{width}} {'point':<9} {'pairwise P / R':<15} {'BCubed P / R / F':<22} "
           f"{'groups':>6} {'s/run':>6}  parameter")
     for name in chosen:
-        points = [(f"P ≥ {MIN_PRECISION}", result.best(name)), ("best F", result.best_any(name))]
+        points: list[tuple[str, OperatingPoint | None]] = [
+            (f"P ≥ {MIN_PRECISION}", result.best(name)), ("best F", result.best_any(name))]
         if name.startswith("faceid"):  # its first point is what faceid uses
             points.insert(0, ("default", result.points[name][0]))
+        if name == "faceid-shuffled64":  # one line per arrival order: no best to pick
+            points = [(f"order {p.param['shuffle']}", p) for p in result.points[name]]
         for label, point in points:
             if point is None:
-                print(f"{name:<13} {label:<9} none reaches it")
+                print(f"{name:<{width}} {label:<9} none reaches it")
                 continue
             param = (", ".join(f"{key} {value}" for key, value in point.param.items())
                      if isinstance(point.param, dict) else str(point.param))
-            print(f"{name:<13} {label:<9} {point.pairwise.precision:.4f} / "
+            print(f"{name:<{width}} {label:<9} {point.pairwise.precision:.4f} / "
                   f"{point.pairwise.recall:.4f} {point.bcubed.precision:.4f} / "
                   f"{point.bcubed.recall:.4f} / {point.bcubed.f:.4f} {point.clusters:>6} "
                   f"{point.seconds:>6.1f}  {param}")

@@ -268,6 +268,10 @@ FACEID_GRID: list[dict[str, float]] = [
     *({"budget": b, "hub": HUB_WEIGHT} for b in (0.2, 0.3, 0.42, 0.6, 1.0)),
     *({"budget": b, "hub": 0.0} for b in (0.02, 0.05, 0.1, 0.42)),
 ]
+#: The defaults with the faces arriving in three random orders (seeds 0–2): how much the
+#: groups depend on who arrives first.
+SHUFFLED_GRID: list[dict[str, float]] = [
+    {"budget": GROUP_PAIR_BUDGET, "hub": HUB_WEIGHT, "shuffle": seed} for seed in range(3)]
 
 
 def faceid_method(model_id: str, photo_keys: Sequence[Hashable] | None,
@@ -277,8 +281,10 @@ def faceid_method(model_id: str, photo_keys: Sequence[Hashable] | None,
     hook ``faceid eval clusters`` adds to :func:`baseline_methods`. Each grid point is a
     ``{"budget": …, "hub": …}``: the pair budget that sets the merge threshold for this many
     faces (:func:`~faceid_tui.bank.thresholds.group_threshold`) and the hub correction's
-    weight. ``photo_keys`` say which faces share a photo (never one person); ``chunk``
-    adds the faces that many at a time, as the app does (None: all at once)."""
+    weight, and optionally ``"shuffle": seed``: the faces arrive in that random order instead
+    of the folder's (LFW's is by name, so a person's photos come together; a real drop's need
+    not). ``photo_keys`` say which faces share a photo (never one person); ``chunk`` adds the
+    faces that many at a time, as the app does (None: all at once)."""
 
     def run(vectors: np.ndarray, param: Mapping[str, float]) -> np.ndarray:
         from faceid_tui.bank.thresholds import group_threshold
@@ -287,8 +293,14 @@ def faceid_method(model_id: str, photo_keys: Sequence[Hashable] | None,
         def threshold(faces: int) -> float:
             return group_threshold(model_id, faces, float(param["budget"])).value
 
-        return cluster_vectors(vectors, photo_keys, threshold, hub_weight=float(param["hub"]),
-                               chunk=chunk)
+        order = np.arange(len(vectors))
+        if "shuffle" in param:
+            order = np.random.default_rng(int(param["shuffle"])).permutation(len(vectors))
+        keys = None if photo_keys is None else [photo_keys[i] for i in order]
+        labels = np.empty(len(vectors), dtype=np.int64)
+        labels[order] = cluster_vectors(vectors[order], keys, threshold,
+                                        hub_weight=float(param["hub"]), chunk=chunk)
+        return labels
 
     return ClusterMethod(run, list(grid), "pair budget, hub weight")
 

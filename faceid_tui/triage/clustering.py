@@ -25,7 +25,16 @@ arrives), and the user's constraints cut in:
 
 * two faces of one photo are never one person: groups that share a photo never merge;
 * a face the user took out of a group never joins that group again (the bar is kept on the
-  group and carried through its later merges).
+  group and carried through its later merges);
+* what the user merged stays merged: the faces of such a group are never moved out.
+
+Arrival order matters more than chunking: a face whose own people have not arrived yet joins
+the group of someone who looks like it, and batch clustering, which compares every face with
+every other first, would not have done that. So after each arrival the faces are *settled*
+(:meth:`FaceClusters._settle`): a face that fits a group the arrival changed better than the
+rest of its own moves there, and a face the rest of its grown group no longer reaches at the
+threshold stands alone again. On LFW in random order this lifts pairwise precision from
+0.984–0.987 to 0.990 (README, Accuracy).
 
 Decided faces leave their groups; groups are never recomputed from scratch, so a group the
 user is looking at does not reshuffle when photos arrive, and a restart restores the groups
@@ -55,6 +64,10 @@ _MEDIAN_SAMPLE = 256
 #: Offsets are made again each time the pool doubles, up to this size: by then they rest on
 #: thousands of faces, and once more would cost n² products (10⁵ faces: about a minute).
 REFRESH_OFFSETS_UP_TO = 16_384
+#: A face moves to another group only when it fits that one (the mean over its faces) by
+#: this much more than the rest of its own: nothing goes back and forth between two groups
+#: that fit it about as well.
+MOVE_MARGIN = 0.01
 
 
 class ClusterError(ValueError):
@@ -116,6 +129,8 @@ class FaceClusters:
         self._face_photo: dict[int, Hashable] = {}
         self._photo_faces: dict[Hashable, set[int]] = {}
         self._vectors: dict[int, np.ndarray] = {}
+        #: Groups the user merged: what the user put together stays together.
+        self._pinned: set[int] = set()
         self.next_id = 1
 
     # -- reading ----------------------------------------------------------------------------
@@ -144,6 +159,10 @@ class FaceClusters:
 
     def barred(self, group: int) -> set[int]:
         return set(self._barred.get(group, ()))
+
+    def pinned(self) -> list[int]:
+        """The groups the user merged (their faces are never moved out), for the ledger."""
+        return sorted(g for g in self._pinned if g in self._members)
 
     def all_bars(self) -> list[tuple[int, int]]:
         """``(face id, group id)`` for every bar, for the ledger."""
@@ -185,9 +204,10 @@ class FaceClusters:
     def restore(cls, threshold: float | Callable[[int], float], dim: int,
                 faces: Iterable[tuple[int, Hashable, np.ndarray, int]],
                 bars: Iterable[tuple[int, int]] = (), next_id: int = 1,
-                offsets: dict[int, float] | None = None) -> FaceClusters:
-        """Groups as they were kept: ``(face id, photo, vector, group id)`` and the faces'
-        offsets; no clustering."""
+                offsets: dict[int, float] | None = None,
+                pinned: Iterable[int] = ()) -> FaceClusters:
+        """Groups as they were kept: ``(face id, photo, vector, group id)``, the faces'
+        offsets and the groups the user merged; no clustering."""
         clusters = cls(threshold, dim)
         clusters._face_offset.update(offsets or {})
         for face_id, photo, vector, group in faces:
@@ -198,6 +218,7 @@ class FaceClusters:
         for face_id, group in bars:
             if group in clusters._members:
                 clusters._barred[group].add(face_id)
+        clusters._pinned = {g for g in pinned if g in clusters._members}
         known = max([*clusters._members, 0])
         clusters.next_id = max(next_id, known + 1)
         # The kept offsets were made against a pool about this size: the next refresh is due
@@ -232,6 +253,7 @@ class FaceClusters:
             self._refresh_offsets()
         if new_groups:
             change.update(self._agglomerate(new_groups))
+            change.update(self._settle(change.touched))
         return change
 
     def _follow_threshold(self) -> None:
@@ -287,21 +309,10 @@ class FaceClusters:
         """Faces that were decided leave their groups (the rest of each group stays)."""
         change = ClusterChange()
         for face_id in face_ids:
-            group = self._face_group.pop(face_id, None)
+            group = self._face_group.get(face_id)
             if group is None:
                 continue
-            vector = self._vectors.pop(face_id)
-            photo = self._face_photo.pop(face_id)
-            self._photo_faces[photo].discard(face_id)
-            if not self._photo_faces[photo]:
-                del self._photo_faces[photo]
-            row = self._row_of[group]
-            self._sums[row] -= vector
-            self._offsets[row] -= self._face_offset[face_id]
-            self._sizes[row] -= 1
-            self._members[group].discard(face_id)
-            self._photos[group].discard(photo)
-            self._version[group] += 1
+            self._unplace(face_id)
             if not self._members[group]:
                 self._drop_group(group)
                 change.gone.add(group)
@@ -340,13 +351,15 @@ class FaceClusters:
             raise ClusterError(reason)
         change = ClusterChange()
         self._merge_into(keep, other, change)
+        self._pinned.add(keep)
         return change
 
     def put_back(self, groups: dict[int, list[tuple[int, Hashable, np.ndarray]]],
-                 bars: dict[int, list[int]]) -> ClusterChange:
-        """Undo: these faces back in these groups (``group id → faces``), with these bars,
-        wherever the faces are now; faces that joined a group since stay in it. Nothing is
-        merged."""
+                 bars: dict[int, list[int]], pinned: Iterable[int] = ()) -> ClusterChange:
+        """Undo: these faces back in these groups (``group id → faces``), with these bars
+        and pins (``pinned``: those of them the user had merged), wherever the faces are
+        now; faces that joined a group since stay in it. Nothing is merged."""
+        pinned = set(pinned)
         change = self.remove([face for faces in groups.values() for face, _, _ in faces])
         for group, faces in groups.items():
             if group not in self._members:
@@ -356,6 +369,10 @@ class FaceClusters:
                             self._face_offset.get(face_id, 0.0))
                 change.moved[face_id] = group
             self._barred[group] = set(bars.get(group, ()))
+            if group in pinned:
+                self._pinned.add(group)
+            else:
+                self._pinned.discard(group)
             change.touched.add(group)
             change.gone.discard(group)
         for group in groups:
@@ -392,6 +409,91 @@ class FaceClusters:
             self._merge_into(keep, other, change)
             self._push(heap, keep, {g: self.link(keep, g) for g in self._near[keep]})
         return change
+
+    def _settle(self, grown: set[int]) -> ClusterChange:
+        """Faces that joined a group early, before their own people arrived, go where they
+        belong now that those have: after arrivals grew the groups ``grown``,
+
+        * a face anywhere that fits one of them better (by :data:`MOVE_MARGIN`) than the rest
+          of its own group, and at least at the threshold, moves there;
+        * a face of one of them that the rest of it no longer reaches at the threshold (the
+          group grew into a person it is not) leaves it and stands alone.
+
+        Average linkage adds faces one at a time to a group that looks like them then; batch
+        clustering would have compared them with everyone first. This is that comparison,
+        made when the groups change. Groups the user merged keep their faces."""
+        change = ClusterChange()
+        targets = [g for g in grown if g in self._row_of]
+        faces = [f for f, g in self._face_group.items()
+                 if self._sizes[self._row_of[g]] >= 2 and g not in self._pinned]
+        if not targets or not faces:
+            return change
+        vectors = np.stack([self._vectors[f] for f in faces])
+        offsets = np.array([self._face_offset[f] for f in faces])
+        rows = np.array([self._row_of[self._face_group[f]] for f in faces])
+        own = self._fit_to_rest(vectors, offsets, rows)
+        target_rows = np.array([self._row_of[g] for g in targets])
+        sizes = self._sizes[target_rows].astype(np.float64)
+        links = (vectors @ self._sums[target_rows].T) / sizes \
+            - 0.5 * (offsets[:, None] + (self._offsets[target_rows] / sizes)[None, :])
+        links[rows[:, None] == target_rows[None, :]] = -np.inf  # a face with its own group
+        best = links.argmax(axis=1)
+        best_link = links[np.arange(len(faces)), best]
+        grown_rows = np.isin(rows, target_rows) & (self._sizes[rows] >= 3)
+        wanted = (best_link >= self.threshold) & (best_link >= own + MOVE_MARGIN)
+        leaving = grown_rows & ~wanted & (own < self.threshold)
+        # Best improvements first; each is checked again as earlier ones change the groups.
+        for i in sorted(np.nonzero(wanted | leaving)[0].tolist(),
+                        key=lambda i: -(best_link[i] - own[i])):
+            face = faces[i]
+            group = self._face_group[face]
+            if self._sizes[self._row_of[group]] < 2:
+                continue
+            fit = self._face_link(face, group, without=True)
+            target = targets[int(best[i])] if wanted[i] else None
+            if (target is not None and target in self._row_of and target != group
+                    and self._may_join(face, target)):
+                link = self._face_link(face, target)
+                if link >= self.threshold and link >= fit + MOVE_MARGIN:
+                    self._move(face, group, target, change)
+                    continue
+            if leaving[i] and fit < self.threshold and self._sizes[self._row_of[group]] >= 3:
+                self._move(face, group, self._new_group(), change)
+        if change.moved:
+            for group in change.touched:
+                self._rescore(group)
+            change.update(self._agglomerate(sorted(change.touched)))
+        return change
+
+    def _fit_to_rest(self, vectors: np.ndarray, offsets: np.ndarray,
+                     rows: np.ndarray) -> np.ndarray:
+        """Each face's mean score to the other faces of its group (rows: the groups')."""
+        sizes = self._sizes[rows].astype(np.float64)
+        rest = self._sums[rows] - vectors
+        scores = np.einsum("ij,ij->i", vectors, rest) / (sizes - 1)
+        rest_offsets = (self._offsets[rows] - offsets) / (sizes - 1)
+        return scores - 0.5 * (offsets + rest_offsets)
+
+    def _face_link(self, face: int, group: int, *, without: bool = False) -> float:
+        """A face's mean score to the faces of ``group`` (``without``: other than itself)."""
+        row = self._row_of[group]
+        vector, offset = self._vectors[face], self._face_offset[face]
+        total, size, offsets = self._sums[row], float(self._sizes[row]), self._offsets[row]
+        if without:
+            total, size, offsets = total - vector, size - 1, offsets - offset
+        if size <= 0:
+            return -np.inf
+        return float(vector @ total / size - 0.5 * (offset + offsets / size))
+
+    def _may_join(self, face: int, group: int) -> bool:
+        return (self._face_photo[face] not in self._photos[group]
+                and face not in self._barred[group])
+
+    def _move(self, face: int, source: int, target: int, change: ClusterChange) -> None:
+        photo, vector = self._unplace(face)
+        self._place(face, photo, vector, target, self._face_offset[face])
+        change.moved[face] = target
+        change.touched |= {source, target}
 
     def _links(self, rows: np.ndarray) -> np.ndarray:
         """Average linkage of the groups in ``rows`` to every row (empty rows: -inf)."""
@@ -460,6 +562,8 @@ class FaceClusters:
         self._members[keep] |= self._members[other]
         self._photos[keep] |= self._photos[other]
         self._barred[keep] |= self._barred[other]
+        if other in self._pinned:
+            self._pinned.add(keep)
         self._version[keep] += 1
         self._drop_group(other)
         near = {g for g in candidates if self.link(keep, g) >= self.threshold}
@@ -505,6 +609,25 @@ class FaceClusters:
         self._vectors[face_id] = vector
         self._version[group] += 1
 
+    def _unplace(self, face_id: int) -> tuple[Hashable, np.ndarray]:
+        """Take a face out of its group (the group stays, even empty); its photo and vector."""
+        group = self._face_group.pop(face_id)
+        vector = self._vectors.pop(face_id)
+        photo = self._face_photo.pop(face_id)
+        self._photo_faces[photo].discard(face_id)
+        if not self._photo_faces[photo]:
+            del self._photo_faces[photo]
+        row = self._row_of[group]
+        self._sums[row] -= vector
+        self._offsets[row] -= self._face_offset[face_id]
+        self._sizes[row] -= 1
+        self._members[group].discard(face_id)
+        # Another face of the same photo may still be in the group: not possible (the rule),
+        # so the photo leaves with the face.
+        self._photos[group].discard(photo)
+        self._version[group] += 1
+        return photo, vector
+
     def _drop_group(self, group: int) -> None:
         for other in self._near.pop(group, ()):
             if other in self._near:
@@ -517,6 +640,7 @@ class FaceClusters:
         self._free_rows.append(row)
         for table in (self._members, self._photos, self._barred, self._version):
             del table[group]
+        self._pinned.discard(group)
 
     def _grow(self) -> None:
         old = len(self._sizes)

@@ -397,10 +397,12 @@ class Ledger:
     def save_groups(self, moved: dict[int, int], left: set[int], next_id: int,
                     bars: list[tuple[int, int]] | None = None,
                     settings: dict[str, str] | None = None,
-                    offsets: dict[int, float] | None = None) -> None:
+                    offsets: dict[int, float] | None = None,
+                    pinned: list[int] | None = None) -> None:
         """Record a change to the groups: faces that moved (face id → group), faces that
-        left, the next id; ``bars`` replaces every bar, ``settings`` the settings (with
-        ``settings``, every group row is replaced: a regrouping from scratch)."""
+        left, the next id; ``bars`` replaces every bar, ``pinned`` the list of groups the user
+        merged, ``settings`` the settings (with ``settings``, every group row is replaced: a
+        regrouping from scratch)."""
         with self.transaction():
             if settings is not None:
                 self._db.execute("DELETE FROM face_groups")
@@ -419,6 +421,9 @@ class Ledger:
                 self._db.executemany("INSERT OR IGNORE INTO group_bars VALUES (?, ?)", bars)
             self._db.execute("INSERT OR REPLACE INTO grouping VALUES ('next_id', ?)",
                              (str(next_id),))
+            if pinned is not None:  # the groups the user merged
+                self._db.execute("INSERT OR REPLACE INTO grouping VALUES ('pinned', ?)",
+                                 (",".join(map(str, pinned)),))
 
     def start_action(self, kind: str, detail: dict[str, object]) -> int:
         """Record a group action (its decisions carry its id); ``detail`` holds what undo

@@ -104,7 +104,8 @@ class PeopleGroups:
                 self.threshold_for, dim,
                 ((face.id, face.photo_sha, face.embedding, group_of[face.id])
                  for face in wanted if face.id in group_of),
-                bars, int(settings.get("next_id", "1")), offsets)
+                bars, int(settings.get("next_id", "1")), offsets,
+                [int(g) for g in settings.get("pinned", "").split(",") if g])
             missing = [face for face in wanted if face.id not in group_of]
             stale = set(group_of) - set(self._faces)
             change = self.clusters.add([(f.id, f.photo_sha, f.embedding) for f in missing])
@@ -154,9 +155,11 @@ class PeopleGroups:
         left = set(left) - set(change.moved)
         if not change.moved and not left and not bars:
             return
+        user = bars and self.clusters is not None
         self.ledger.save_groups(change.moved, left, self._next_id(),
-                                bars=self.clusters.all_bars() if bars and self.clusters else None,
-                                offsets=self._offsets(change))
+                                bars=self.clusters.all_bars() if user else None,
+                                offsets=self._offsets(change),
+                                pinned=self.clusters.pinned() if user else None)
 
     def _offsets(self, change: ClusterChange) -> dict[int, float]:
         if self.clusters is None:
@@ -193,10 +196,13 @@ class PeopleGroups:
         return views
 
     def snapshot(self, groups: Iterable[int]) -> dict[str, object]:
-        """What undo needs to put these groups back: their faces and bars."""
+        """What undo needs to put these groups back: their faces, bars and pins."""
         assert self.clusters is not None
+        groups = list(groups)
+        pinned = set(self.clusters.pinned())
         return {"groups": {str(g): sorted(self.clusters.members(g)) for g in groups},
-                "bars": {str(g): sorted(self.clusters.barred(g)) for g in groups}}
+                "bars": {str(g): sorted(self.clusters.barred(g)) for g in groups},
+                "pinned": sorted(g for g in groups if g in pinned)}
 
     # -- the user's changes -----------------------------------------------------------------
     def detach(self, face_id: int) -> ClusterChange:
@@ -225,7 +231,8 @@ class PeopleGroups:
         for faces in groups.values():
             self._faces.update({f: face_rows[f] for f, _, _ in faces})
         bars = {int(g): list(faces) for g, faces in bars_in.items()}
-        change = self.clusters.put_back({g: f for g, f in groups.items() if f}, bars)
+        pinned = [int(g) for g in snapshot.get("pinned", [])]  # type: ignore[union-attr]
+        change = self.clusters.put_back({g: f for g, f in groups.items() if f}, bars, pinned)
         self._save(change, (), bars=True)
         return change
 

@@ -832,9 +832,10 @@ class TriageSession:
 
     def last_decided_photo(self) -> str | None:
         """The photo of the latest decision that is not undone (what undo would change)."""
-        with self._lock:
-            decision = self.ledger.last_decision()
-            return self.ledger.face(decision.face_id).photo_sha if decision else None
+        # The ledger's own lock is enough for two reads: the undo key must not wait for a
+        # re-match holding the session's.
+        decision = self.ledger.last_decision()
+        return self.ledger.face(decision.face_id).photo_sha if decision else None
 
     def _view(self, face_id: int) -> FaceView:
         face = self.ledger.face(face_id)
@@ -848,7 +849,9 @@ class TriageSession:
     def _bank_changed(self) -> None:
         self._matcher_dirty = True
         self._stale = True
-        self._identity_count = None
+        # Counted now, by the thread that changed the bank: the status line reads the count
+        # without the lock, and must not wait for the re-match that follows a decision.
+        self._identity_count = len(self.bank.store.identity_names())
 
     def watch_bank(self, on_change: Callable[[], None]) -> bool:
         """With a shared bank, follow other stations' changes: each one reloads the faces

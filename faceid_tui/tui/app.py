@@ -10,6 +10,7 @@ UI one refresh per frame, not one per photo, and each refresh touches only those
 
 from __future__ import annotations
 
+import gc
 import queue
 import threading
 import time
@@ -140,6 +141,11 @@ class FaceIdApp(TriageHost):
         self.session.pipeline.load()
         self.session.start(progress=lambda done, total: self.post_message(
             BankEmbedding(done, total)))
+        # What exists now (modules, models, the app's widgets, the session's mirror) lives as
+        # long as the app: the collector's full passes need not walk it again. Each pass stops
+        # every thread, the keyboard's included: measured while 2,000 photos drained, the
+        # median pass took 133 ms before this and 99 ms after.
+        gc.freeze()
         embedder = self.session.pipeline.embedder
         weights = self.session.pipeline.models.active_weights()
         label = "FaceNet+dlib" if embedder.name == "facenet+dlib" else "FaceNet"

@@ -86,6 +86,7 @@ class TriageScreen(TwoTableScreen):
         self.settings = ListSettings()
         self._faces: list[FaceView] = []
         self._last_seq = 0  # of the last row in the table (rows are appended in order)
+        self._first_run_shown: tuple[bool, bool, int | None] | None = None
 
     def compose_above_tables(self) -> ComposeResult:
         yield ProgressBar(id="progress", show_eta=True)
@@ -221,6 +222,10 @@ class TriageScreen(TwoTableScreen):
         welcome = self.query_one("#welcome", Static)
         hint = self.query_one("#hint", Static)
         first_run = photos == 0
+        shown = (first_run, identities == 0, identities if first_run else None)
+        if shown == self._first_run_shown:
+            return  # asked on every status update: a change of display is a new layout
+        self._first_run_shown = shown
         welcome.display = first_run
         self.query_one("#main").display = not first_run
         hint.display = not first_run and identities == 0
