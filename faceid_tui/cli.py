@@ -1074,7 +1074,8 @@ def cmd_eval_clusters(args: argparse.Namespace, settings: Settings) -> int:
             (f"P ≥ {MIN_PRECISION}", result.best(name)), ("best F", result.best_any(name))]
         if name.startswith("faceid"):  # its first point is what faceid uses
             points.insert(0, ("default", result.points[name][0]))
-        if name == "faceid-shuffled64":  # one line per arrival order: no best to pick
+        if all(isinstance(p.param, dict) and "shuffle" in p.param  # one line per order
+               for p in result.points[name]):
             points = [(f"order {p.param['shuffle']}", p) for p in result.points[name]]
         for label, point in points:
             if point is None:

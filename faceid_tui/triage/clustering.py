@@ -431,7 +431,7 @@ class FaceClusters:
         vectors = np.stack([self._vectors[f] for f in faces])
         offsets = np.array([self._face_offset[f] for f in faces])
         rows = np.array([self._row_of[self._face_group[f]] for f in faces])
-        own = self._fit_to_rest(vectors, offsets, rows)
+        own = self._mean_scores(vectors, offsets, rows, without_self=True)
         target_rows = np.array([self._row_of[g] for g in targets])
         sizes = self._sizes[target_rows].astype(np.float64)
         links = (vectors @ self._sums[target_rows].T) / sizes \
@@ -465,25 +465,23 @@ class FaceClusters:
             change.update(self._agglomerate(sorted(change.touched)))
         return change
 
-    def _fit_to_rest(self, vectors: np.ndarray, offsets: np.ndarray,
-                     rows: np.ndarray) -> np.ndarray:
-        """Each face's mean score to the other faces of its group (rows: the groups')."""
-        sizes = self._sizes[rows].astype(np.float64)
-        rest = self._sums[rows] - vectors
-        scores = np.einsum("ij,ij->i", vectors, rest) / (sizes - 1)
-        rest_offsets = (self._offsets[rows] - offsets) / (sizes - 1)
-        return scores - 0.5 * (offsets + rest_offsets)
+    def _mean_scores(self, vectors: np.ndarray, offsets: np.ndarray, rows: np.ndarray, *,
+                     without_self: bool = False) -> np.ndarray:
+        """Each face's mean score to the faces of the group at its row (``without_self``: to
+        the others, the face being one of them)."""
+        totals, sizes = self._sums[rows], self._sizes[rows].astype(np.float64)
+        group_offsets = self._offsets[rows]
+        if without_self:
+            totals, sizes, group_offsets = totals - vectors, sizes - 1, group_offsets - offsets
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scores = np.einsum("ij,ij->i", vectors, totals) / sizes
+            return scores - 0.5 * (offsets + group_offsets / sizes)
 
     def _face_link(self, face: int, group: int, *, without: bool = False) -> float:
-        """A face's mean score to the faces of ``group`` (``without``: other than itself)."""
-        row = self._row_of[group]
-        vector, offset = self._vectors[face], self._face_offset[face]
-        total, size, offsets = self._sums[row], float(self._sizes[row]), self._offsets[row]
-        if without:
-            total, size, offsets = total - vector, size - 1, offsets - offset
-        if size <= 0:
-            return -np.inf
-        return float(vector @ total / size - 0.5 * (offset + offsets / size))
+        """One face's :meth:`_mean_scores` to ``group`` (as the group is now)."""
+        return float(self._mean_scores(self._vectors[face][None, :],
+                                       np.array([self._face_offset[face]]),
+                                       np.array([self._row_of[group]]), without_self=without)[0])
 
     def _may_join(self, face: int, group: int) -> bool:
         return (self._face_photo[face] not in self._photos[group]
