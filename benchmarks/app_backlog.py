@@ -25,7 +25,11 @@ seeded from ``../shared/faces/identities`` (most of them LFW people), so faces g
   moved on to another photo) then ``z`` (undone), and ``n`` + a name + ``enter`` (the modal's
   input focused; the face's row shows the name; then every re-match done: no worker of group
   "decisions" or "*match*" running and their messages handled), then ``z``. Frames are
-  counted by wrapping ``App._display``. With ``--keys pilot`` each figure is
+  counted by wrapping ``App._display``; a key's first effect is timed to the first frame that
+  starts rendering with it visible (checked in ``Screen._compositor_refresh``), later stages
+  (all re-matched) to the first frame after the poll saw them, a repaint of the screen asked
+  for then (else, when the re-match changed nothing on screen, the next frame may be seconds
+  away and unrelated). With ``--keys pilot`` each figure is
   ``await pilot.press(...)`` + polling + ``await pilot.pause()`` instead; note that Pilot
   waits for the whole process to go idle (up to 1 s, twice per key), so under load that mode
   measures Pilot more than the app. ``--keys driver`` (the default) posts the key event as the
@@ -154,18 +158,50 @@ def run_scan(args: argparse.Namespace, photo_dir: Path, bank: Path, first: Path,
 
 # -- driving the app ------------------------------------------------------------------------------
 class FrameClock:
-    """Times every frame the app renders (its ``_display`` wrapped)."""
+    """Times every frame the app renders (its ``_display`` wrapped), and the first frame that
+    draws what a key should change.
+
+    The condition of :meth:`watch` is checked as each frame starts rendering (``Screen.
+    _compositor_refresh``, the step every frame goes through before ``_display``): a frame that
+    begins with it true draws it. Polling from the benchmark's own task alone would miss a
+    frame rendered between the key's handler and the poll, and then count the next frame, which
+    on a quiet screen may come a second later, not drawn for this key at all.
+    """
 
     def __init__(self, app) -> None:
+        from textual.screen import Screen
+
         self.times: list[float] = []
+        self._conditions: list[Callable[[], bool]] = []
+        self._true_at_render: list[bool] = []
+        #: For each watched condition, the first frame drawn with it true (None: none yet).
+        self.shown_at: list[float | None] = []
         original = app._display
 
         def display(screen, renderable) -> None:
             if renderable is not None:
-                self.times.append(time.perf_counter())
+                now = time.perf_counter()
+                self.times.append(now)
+                for number, drawn in enumerate(self._true_at_render):
+                    if drawn and self.shown_at[number] is None:
+                        self.shown_at[number] = now
             return original(screen, renderable)
 
         app._display = display
+        refresh = Screen._compositor_refresh
+
+        def compositor_refresh(screen) -> None:
+            self._true_at_render = [shown is None and _holds(condition) for condition, shown
+                                    in zip(self._conditions, self.shown_at, strict=True)]
+            return refresh(screen)
+
+        Screen._compositor_refresh = compositor_refresh
+
+    def watch(self, conditions: list[Callable[[], bool]]) -> None:
+        """Watch for the first frame that draws each condition true ([]: stop watching)."""
+        self._conditions = list(conditions)
+        self.shown_at = [None] * len(conditions)
+        self._true_at_render = [False] * len(conditions)
 
     async def after(self, moment: float, timeout: float = 2.0) -> float | None:
         deadline = time.perf_counter() + timeout
@@ -174,6 +210,21 @@ class FrameClock:
                 return next(t for t in self.times[-50:] if t > moment)
             await asyncio.sleep(0.002)
         return None
+
+    async def shown(self, number: int, timeout: float = 2.0) -> float | None:
+        """When the first frame drawing watched condition ``number`` was displayed (waiting
+        for it)."""
+        deadline = time.perf_counter() + timeout
+        while self.shown_at[number] is None and time.perf_counter() < deadline:
+            await asyncio.sleep(0.002)
+        return self.shown_at[number]
+
+
+def _holds(condition: Callable[[], bool]) -> bool:
+    try:
+        return bool(condition())
+    except Exception:  # a widget in flux: not shown yet
+        return False
 
 
 @dataclass
@@ -317,20 +368,34 @@ class Driver:
         """Press ``keys``; for each condition in turn, (until it held, until the frame after
         it) in seconds from the press; None on a timeout."""
         started = time.perf_counter()
+        # Only the first stage is checked at each frame: later ones (Settled) keep state and
+        # queue callbacks, so they are polled here in turn and timed to the frame after.
+        self.clock.watch(conditions[:1])
         await self.send(*keys)
         stages = []
-        for condition in conditions:
-            while not condition():
-                if time.perf_counter() - started > self.timeout:
-                    return None
-                await asyncio.sleep(0.002)
-            state = time.perf_counter()
-            if self.mode == "pilot":
-                await self.pilot.pause()
-                frame: float | None = time.perf_counter()
-            else:
-                frame = await self.clock.after(state)
-            stages.append((state - started, (frame or state) - started))
+        try:
+            for number, condition in enumerate(conditions):
+                while not condition():
+                    if time.perf_counter() - started > self.timeout:
+                        return None
+                    await asyncio.sleep(0.002)
+                state = time.perf_counter()
+                if self.mode == "pilot":
+                    await self.pilot.pause()
+                    frame: float | None = time.perf_counter()
+                else:
+                    if number == 0:
+                        frame = await self.clock.shown(number)
+                    else:
+                        # The rows are updated in the widgets; ask for a frame so that the one
+                        # timed is drawn after them, not whatever next thing changes the
+                        # screen (that may be seconds away when the re-match changed nothing
+                        # on screen): an upper bound of when they are drawn.
+                        self.app.screen.refresh()
+                        frame = await self.clock.after(state)
+                stages.append((state - started, (frame or state) - started))
+        finally:
+            self.clock.watch([])
         return stages
 
     def record(self, series: Series, stage: tuple[float, float] | None) -> None:

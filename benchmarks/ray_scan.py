@@ -10,7 +10,8 @@ Ray worker killed mid-run.
    Printed: seconds, photos/s, and Ray's rate as a share of the local one. Ray's start-up
    (~5-10 s here) is inside its figure, as a user would live it.
 2. Steady state: in this process, the photos through the loaded local pipeline and through
-   :class:`RayScan` with its actors up, first to last result (a long backlog's rate).
+   :class:`RayScan` with its actors up, first to last result (a long backlog's rate),
+   alternated ``--rounds`` times (the median ratio is printed).
 3. Fault tolerance: the same photos through :class:`RayScan`, one worker killed (SIGKILL)
    after the first results: printed, photos returned, distinct, missing.
 
@@ -79,20 +80,26 @@ def main() -> None:
     from faceid_tui.engine.ray_scan import RayScan
 
     # Steady state: models loaded on both sides, the same photos timed from the first to the
-    # last result (what a backlog far longer than the start-up sees).
+    # last result (what a backlog far longer than the start-up sees), alternated in rounds
+    # like the whole-process figures above.
     settings = Settings(models_dir=REPO / "face_models")
     pipeline = build_pipeline(settings)
     pipeline.load()
-    started = time.perf_counter()
-    count = sum(1 for _ in pipeline.run(photos))
-    local_steady = time.perf_counter() - started
     scan = RayScan(settings.models_dir, settings.pipeline_options(), workers=args.workers)
-    started = time.perf_counter()
-    count_ray = sum(1 for _ in scan.run(photos))
-    ray_steady = time.perf_counter() - started
-    print(f"models loaded, {count}/{count_ray} photos: local pipeline {local_steady:.1f} s, "
-          f"Ray {ray_steady:.1f} s: {local_steady / ray_steady:.2f} of the local rate",
-          flush=True)
+    steady = []
+    for round_number in range(1, args.rounds + 1):
+        started = time.perf_counter()
+        count = sum(1 for _ in pipeline.run(photos))
+        local_steady = time.perf_counter() - started
+        started = time.perf_counter()
+        count_ray = sum(1 for _ in scan.run(photos))
+        ray_steady = time.perf_counter() - started
+        steady.append(local_steady / ray_steady)
+        print(f"round {round_number}, models loaded, {count}/{count_ray} photos: local pipeline "
+              f"{local_steady:.1f} s, Ray {ray_steady:.1f} s: {local_steady / ray_steady:.2f} "
+              "of the local rate", flush=True)
+    print(f"steady state, Ray / local rate, median of {args.rounds}: "
+          f"{statistics.median(steady):.2f}", flush=True)
     if args.skip_kill:
         scan.close()
         return

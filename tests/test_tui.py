@@ -195,3 +195,82 @@ async def test_the_import_key_enrols_a_folder_of_people_and_rematches_the_queue(
         assert len(list((tmp_path / "id_bank/Juanes").iterdir())) == 2
         await wait_for(pilot, lambda: not app.triage.query_one("#hint").display)
         assert "Juanes" in app.triage.photo_list.get_cell(sha, 4)
+
+
+async def test_the_name_dialog_is_one_screen_set_up_anew_for_each_face(
+        tmp_path: Path, pipeline: Pipeline, identity_photos, faces_dir: Path) -> None:
+    from textual.widgets import Input, Label
+
+    from faceid_tui.tui.modals import NameScreen
+
+    seed_bank(tmp_path, identity_photos, "kit_harington", "rose_leslie")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    shutil.copy2(faces_dir / "group_photos/kit_with_rose.jpg", inbox / "pair.jpg")
+    app = FaceIdApp(make_session(tmp_path, pipeline), images="none", watch=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: states(app).get("pair.jpg", ("",))[0] == "to review")
+        faces = app.triage.query_one("#faces")
+        asked = []
+        for row, typed in ((0, "Someone"), (1, "Kit")):
+            faces.move_cursor(row=row)
+            await pilot.press("n")
+            await wait_for(pilot, lambda: isinstance(app.screen, NameScreen))
+            dialog = app.screen
+            asked.append(dialog)
+            face = app.triage.selected_face()
+            field = dialog.query_one("#name-input", Input)
+            # This face's question and name, not what the last question left behind.
+            assert str(dialog.query_one("#dialog-title", Label).render()) == (
+                f"Name face {face.number}")
+            assert field.value == face.name
+            assert app.focused is field
+            await pilot.press(*typed)
+            assert field.value == typed  # the suggested name is replaced, as in a new dialog
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: app.screen is app.triage)
+        assert asked[0] is asked[1]  # kept between questions, not built again
+        assert {f.status for f in app.session.faces(app.triage.current_sha)} == {"known"}
+
+
+async def test_rows_added_to_a_long_list_are_drawn_without_a_layout_of_the_screen(
+        faces_dir: Path) -> None:
+    from textual.app import App, ComposeResult
+
+    from faceid_tui.tui.row_list import Column, RowList
+
+    names = sorted(p.name for p in (faces_dir / "identities").rglob("*.jpg"))[:40]
+
+    class OneList(App[None]):
+        def compose(self) -> ComposeResult:
+            yield RowList([Column("photo", None)], lambda key: (key,), id="rows")
+
+    app = OneList()
+    async with app.run_test(size=(40, 12)) as pilot:
+        rows = app.query_one(RowList)
+        layouts = []
+        original = rows.refresh
+
+        def counting_refresh(*regions, **options):
+            if options.get("layout"):
+                layouts.append(len(rows.keys))
+            return original(*regions, **options)
+
+        rows.refresh = counting_refresh
+        for name in names[:5]:
+            rows.append(name)
+        await pilot.pause()
+        assert names[4] in app.export_screenshot()  # an appended row on screen is drawn
+        for name in names[5:20]:
+            rows.append(name)
+        await pilot.pause()
+        assert rows.show_vertical_scrollbar  # past the window: its one layout is done now
+        layouts.clear()
+        for name in names[20:]:
+            rows.append(name)
+        await pilot.pause()
+        assert layouts == []  # no row asked for a layout of the screen
+        assert rows.virtual_size.height == len(names) + 1  # the header line and every row
+        rows.action_jump(-1)
+        await pilot.pause()
+        assert rows.cursor_key == names[-1] and names[-1] in app.export_screenshot()

@@ -8,7 +8,6 @@ already runs torch's thread pool (fork after threads can deadlock).
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import os
 import signal
@@ -23,15 +22,11 @@ from faceid_tui.engine.detection import DetectorOptions
 from faceid_tui.engine.face_finder import FaceFinder, PhotoResult
 from faceid_tui.engine.models import ModelStore
 from faceid_tui.engine.photo_feed import END, FeedEnd, PhotoFeed
+from faceid_tui.engine.priority import lower_process_priority
 
 _WORKER: FaceFinder | None = None  # this worker process's own
 #: How long an idle stream waits for a new photo before it checks for cancellation again.
 IDLE_WAIT_S = 0.2
-#: Workers run this much nicer than the process that started them. They are the bulk work;
-#: that process holds what someone waits on now (the app's keys and screen, the embedding the
-#: workers feed). On a loaded machine it gets the CPU the moment it asks, the workers take
-#: every cycle it leaves, so throughput stays where it was; on an idle one nothing changes.
-WORKER_NICENESS = 10
 
 
 def prepare_for_workers() -> None:
@@ -48,8 +43,7 @@ def _start_worker(detector: str, options: DetectorOptions, embedder: str,
                   models_dir: str) -> None:
     global _WORKER
     _follow_parent()
-    with contextlib.suppress(OSError, AttributeError):  # no nice here: the same priority
-        os.nice(WORKER_NICENESS)
+    lower_process_priority()  # below the embedding it feeds (see engine/priority.py)
     _WORKER = FaceFinder(ModelStore(Path(models_dir)), detector, options, embedder)
 
 

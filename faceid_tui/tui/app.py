@@ -15,6 +15,7 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 from textual import work
@@ -24,6 +25,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from faceid_tui.bank.journal import BankJournal
 from faceid_tui.engine.detect_pool import prepare_for_workers
 from faceid_tui.engine.models import CASIA_WEBFACE
+from faceid_tui.engine.priority import lower_thread_priority
 from faceid_tui.triage.inbox import ArrivalTracker, InboxWatcher, existing_photos
 from faceid_tui.triage.ledger import ERROR, PROCESSING, QUEUED, REVIEW
 from faceid_tui.triage.session import TriageSession
@@ -38,6 +40,7 @@ from faceid_tui.tui.messages import (
     QueueChanged,
     WorkerFailed,
 )
+from faceid_tui.tui.modals import NameScreen
 from faceid_tui.tui.people_screen import PeopleScreen
 from faceid_tui.tui.triage_screen import TriageScreen
 
@@ -69,6 +72,8 @@ class FaceIdApp(TriageHost):
         self._arrivals: queue.Queue[Path] = queue.Queue()
         self._watcher: InboxWatcher | None = None
         self.triage = TriageScreen()
+        self._name_screen: NameScreen | None = None
+        self._status_text = ""
         # Hashes stored by the processing thread and not shown yet (see the module docstring).
         self._stored_lock = threading.Lock()
         self._stored: set[str] = set()
@@ -137,6 +142,10 @@ class FaceIdApp(TriageHost):
             self._processing_idle.set()
 
     def _process_queue(self, worker: Worker) -> None:
+        # The drain is bulk work: this thread, the model thread pools it creates and the detect
+        # processes it spawns yield the CPU to the keyboard and the screen (with 2 cores and
+        # 3 busy threads, layouts took 2-4x longer than when idle).
+        lower_thread_priority()
         self.post_message(ModelsLoading())
         self.session.pipeline.load()
         self.session.start(progress=lambda done, total: self.post_message(
@@ -233,10 +242,15 @@ class FaceIdApp(TriageHost):
             activity = "working…"
         text = (f"{self.model_state} · queue {waiting} · review {to_review} · {activity} · "
                 f"errors {errors} · thr {session.threshold:.2f} {session.threshold_source}")
-        if self.triage.is_mounted:
-            self.triage.query_one("#status", Static).update(text)
-            self.triage.show_first_run(photos=sum(counts.values()),
-                                       identities=session.identity_count())
+        if not self.triage.is_mounted:
+            return
+        if text != self._status_text:
+            self._status_text = text
+            # One line of fixed size: a repaint, not a layout of the screen (asked for several
+            # times a second while a queue drains).
+            self.triage.query_one("#status", Static).update(text, layout=False)
+        self.triage.show_first_run(photos=sum(counts.values()),
+                                   identities=session.identity_count())
 
     def _follow_drain(self, waiting: int) -> None:
         """Rate over the last seconds and the progress bar of the current drain."""
@@ -262,6 +276,14 @@ class FaceIdApp(TriageHost):
             bar.display = True
         done = self.processed - self._drain_base
         bar.update(total=done + waiting, progress=done)
+
+    def ask_name(self, title: str, names: list[str], then: Callable[[str | None], None],
+                 initial: str = "") -> None:
+        if self._name_screen is None:  # one dialog, installed: popping it keeps its widgets
+            self._name_screen = NameScreen()
+            self.install_screen(self._name_screen, name="name")
+        self._name_screen.ask(title, names, initial)
+        self.push_screen(self._name_screen, then)
 
     def open_bank_screen(self) -> None:
         self.push_screen(BankScreen())

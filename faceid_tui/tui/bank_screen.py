@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Static
 from faceid_tui.engine.decode import load_rgb
 from faceid_tui.errors import FaceIdError
 from faceid_tui.tui.messages import DecisionsChanged, WorkerFailed
-from faceid_tui.tui.modals import ConfirmScreen, NameScreen
+from faceid_tui.tui.modals import ConfirmScreen
 from faceid_tui.tui.preview import FacePreview
 from faceid_tui.tui.two_tables import TwoTableScreen
 
@@ -136,7 +136,7 @@ class BankScreen(TwoTableScreen):
                     return f"renamed {old} → {new}"
                 self.run_edit(edit)
 
-        self.app.push_screen(NameScreen(f"Rename {old} to", [], old), renamed)
+        self.app.ask_name(f"Rename {old} to", [], renamed, old)
 
     def action_merge(self) -> None:
         source = self.current
@@ -159,7 +159,7 @@ class BankScreen(TwoTableScreen):
 
             self._ask(f"Merge {source} into {target}?", lambda: self.run_edit(edit))
 
-        self.app.push_screen(NameScreen(f"Merge {source} into", names), chosen)
+        self.app.ask_name(f"Merge {source} into", names, chosen)
 
     def action_delete_sample(self) -> None:
         rel_path = self.selected_sample()

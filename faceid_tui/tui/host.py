@@ -4,6 +4,8 @@ preview mode and the bank screen. The app subclasses :class:`TriageHost`; screen
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from textual.app import App
 
 from faceid_tui.bank.journal import BankJournal
@@ -20,4 +22,9 @@ class TriageHost(App[None]):
         raise NotImplementedError
 
     def open_people_screen(self) -> None:
+        raise NotImplementedError
+
+    def ask_name(self, title: str, names: list[str], then: Callable[[str | None], None],
+                 initial: str = "") -> None:
+        """Ask for an identity name in the name dialog; ``then`` gets it (None: cancelled)."""
         raise NotImplementedError

@@ -23,7 +23,6 @@ from faceid_tui.triage.clustering import ClusterError
 from faceid_tui.triage.people import GroupFace, GroupView, group_cells
 from faceid_tui.triage.photo_list import ellipsize_middle
 from faceid_tui.tui.messages import DecisionsChanged, WorkerFailed
-from faceid_tui.tui.modals import NameScreen
 from faceid_tui.tui.preview import FacePreview
 from faceid_tui.tui.row_list import Column, RowList
 from faceid_tui.tui.two_tables import TwoTableScreen
@@ -242,8 +241,8 @@ class PeopleScreen(TwoTableScreen):
                 self._hide(str(view.group_id))
                 self.run_change(lambda: self._named(view.group_id, name))
 
-        self.app.push_screen(NameScreen(f"Name the {view.size} faces of group {view.group_id}",
-                                        session.identity_names(), view.best_name or ""), named)
+        self.app.ask_name(f"Name the {view.size} faces of group {view.group_id}",
+                          session.identity_names(), named, view.best_name or "")
 
     def _named(self, group: int, name: str) -> str:
         count = self.app.session.name_group(group, name, defer=True)

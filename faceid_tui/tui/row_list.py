@@ -140,6 +140,8 @@ class RowList(ScrollView, can_focus=True):
         self._resized()
         if len(self._keys) == 1:
             self._clamp_and_show()
+        elif len(self._keys) - self.scroll_offset.y <= self._body_height():
+            self.refresh_line(len(self._keys))  # the new row is on screen (the header is line 0)
 
     def remove(self, key: str) -> None:
         position = self.index_of(key)
@@ -202,7 +204,18 @@ class RowList(ScrollView, can_focus=True):
         return max(0, self.scrollable_content_region.height - 1)
 
     def _resized(self) -> None:
-        self.virtual_size = Size(self.scrollable_content_region.width, len(self._keys) + 1)
+        size = Size(self.scrollable_content_region.width, len(self._keys) + 1)
+        if size == self.virtual_size:
+            return
+        if not self.is_mounted or size.width != self.virtual_size.width:
+            self.virtual_size = size  # a layout of the screen
+            return
+        # Rows came or went: nothing around the list moves, so no layout of the whole screen
+        # (a drain appends many rows a second, and each layout cost the keyboard 10-40 ms on
+        # a busy machine). The scrollbars follow here; should one appear or vanish,
+        # ``_scroll_update`` asks for the layout that needs.
+        self.set_reactive(RowList.virtual_size, size)
+        self._scroll_update(size)
 
     def on_resize(self) -> None:
         self._resized()

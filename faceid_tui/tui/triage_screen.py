@@ -32,7 +32,7 @@ from faceid_tui.triage.photo_list import (
 )
 from faceid_tui.triage.session import THRESHOLD_STEP, FaceView, PhotoView
 from faceid_tui.tui.messages import DecisionsChanged, WorkerFailed
-from faceid_tui.tui.modals import NameScreen, TextScreen
+from faceid_tui.tui.modals import TextScreen
 from faceid_tui.tui.preview import FacePreview
 from faceid_tui.tui.row_list import Column, RowList
 from faceid_tui.tui.two_tables import TwoTableScreen
@@ -403,8 +403,8 @@ class TriageScreen(TwoTableScreen):
                 self.run_step(lambda: session.name_face(face.face_id, name, defer=True)
                               or f"face {face.number}: {name}", sha)
 
-        self.app.push_screen(NameScreen(f"Name face {face.number}", session.identity_names(),
-                                        face.name or ""), named)
+        self.app.ask_name(f"Name face {face.number}", session.identity_names(), named,
+                          face.name or "")
 
     def action_reject(self) -> None:
         self._decide_selected(self.app.session.reject, "rejected", "rejected")
@@ -458,9 +458,8 @@ class TriageScreen(TwoTableScreen):
             if not path.is_absolute():
                 path = Path.cwd() / path
             if path.is_file():
-                self.app.push_screen(NameScreen(f"Who is in {path.name}?",
-                                                session.identity_names()),
-                                     lambda name: name and run(path, name))
+                self.app.ask_name(f"Who is in {path.name}?", session.identity_names(),
+                                  lambda name: name and run(path, name))
             elif path.is_dir():
                 run(path, None)
             else:
