@@ -211,6 +211,8 @@ async def test_the_name_dialog_is_one_screen_set_up_anew_for_each_face(
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: states(app).get("pair.jpg", ("",))[0] == "to review")
         faces = app.triage.query_one("#faces")
+        await pilot.pause()
+        footer_keys = list(app.triage.query("FooterKey"))
         asked = []
         for row, typed in ((0, "Someone"), (1, "Kit")):
             faces.move_cursor(row=row)
@@ -230,6 +232,9 @@ async def test_the_name_dialog_is_one_screen_set_up_anew_for_each_face(
             await pilot.press("escape")
             await wait_for(pilot, lambda: app.screen is app.triage)
         assert asked[0] is asked[1]  # kept between questions, not built again
+        await pilot.pause()
+        # Back from the dialog the keys are the same: the footer was not rebuilt.
+        assert footer_keys and list(app.triage.query("FooterKey")) == footer_keys
         assert {f.status for f in app.session.faces(app.triage.current_sha)} == {"known"}
 
 
@@ -274,3 +279,37 @@ async def test_rows_added_to_a_long_list_are_drawn_without_a_layout_of_the_scree
         rows.action_jump(-1)
         await pilot.pause()
         assert rows.cursor_key == names[-1] and names[-1] in app.export_screenshot()
+
+
+async def test_the_footer_follows_the_keys_of_the_focused_list(faces_dir: Path) -> None:
+    from textual.app import App, ComposeResult
+    from textual.binding import Binding
+    from textual.widgets import Static
+
+    from faceid_tui.tui.key_footer import KeyFooter
+
+    class Photos(Static, can_focus=True):
+        BINDINGS = [Binding("x", "noop", "Reject")]
+
+    class People(Static, can_focus=True):
+        BINDINGS = [Binding("m", "noop", "Merge")]
+
+    class TwoLists(App[None]):
+        def compose(self) -> ComposeResult:
+            yield Photos(str(next((faces_dir / "group_photos").glob("*.jpg")).name))
+            yield People("people", id="first")
+            yield People("more people", id="second")
+            yield KeyFooter()
+
+    app = TwoLists()
+    async with app.run_test(size=(60, 8)) as pilot:
+        await pilot.pause()
+        labels = lambda: {key.description for key in app.query("FooterKey")}  # noqa: E731
+        assert "Reject" in labels() and "Merge" not in labels()
+        app.query_one("#first").focus()
+        await pilot.pause()
+        assert "Merge" in labels() and "Reject" not in labels()
+        shown = list(app.query("FooterKey"))
+        app.query_one("#second").focus()  # a focus change that shows the same keys
+        await pilot.pause()
+        assert list(app.query("FooterKey")) == shown

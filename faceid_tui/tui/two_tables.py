@@ -10,9 +10,10 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
 from faceid_tui.tui.host import TriageHost
+from faceid_tui.tui.key_footer import KeyFooter
 from faceid_tui.tui.preview import FacePreview
 
 
@@ -39,7 +40,7 @@ class TwoTableScreen(Screen[None]):
                     table.border_title = title
                     yield table
             yield FacePreview(self.app.images, id="preview")
-        yield Footer(compact=True)  # every key shown fits 80 columns
+        yield KeyFooter(compact=True)  # every key shown fits 80 columns
 
     def compose_above_tables(self) -> ComposeResult:
         """Rows a screen adds between the status line and the tables (none here)."""
