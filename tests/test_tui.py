@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import ClassVar
 
 from faceid_tui.engine.pipeline import Pipeline
 from faceid_tui.tui.app import FaceIdApp
@@ -289,10 +290,10 @@ async def test_the_footer_follows_the_keys_of_the_focused_list(faces_dir: Path) 
     from faceid_tui.tui.key_footer import KeyFooter
 
     class Photos(Static, can_focus=True):
-        BINDINGS = [Binding("x", "noop", "Reject")]
+        BINDINGS: ClassVar = [Binding("x", "noop", "Reject")]
 
     class People(Static, can_focus=True):
-        BINDINGS = [Binding("m", "noop", "Merge")]
+        BINDINGS: ClassVar = [Binding("m", "noop", "Merge")]
 
     class TwoLists(App[None]):
         def compose(self) -> ComposeResult:
