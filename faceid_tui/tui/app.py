@@ -282,6 +282,8 @@ class FaceIdApp(TriageHost):
         if self._name_screen is None:  # one dialog, installed: popping it keeps its widgets
             self._name_screen = NameScreen()
             self.install_screen(self._name_screen, name="name")
+        if self._name_screen in self.screen_stack:
+            return  # already asking: one question at a time
         self._name_screen.ask(title, names, initial)
         self.push_screen(self._name_screen, then)
 
