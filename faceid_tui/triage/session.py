@@ -238,27 +238,43 @@ class TriageSession:
     def register(self, path: Path) -> str | None:
         """Hash a complete inbox file and queue it; None when that content is known already
         (or the file vanished). A running stream takes it at once."""
-        path = Path(path).absolute()
-        try:
-            digest = sha256_file(path)
-        except OSError:
-            return None
-        shared = self.ledger.shared
-        if shared is not None and not shared.claim(digest, str(path)):
-            return None  # another station has it (or it is done there)
+        return self.register_many([path])[0]
+
+    def register_many(self, paths: list[Path]) -> list[str | None]:
+        """:meth:`register` for a burst of arrivals: files hashed before the lock is taken,
+        then one transaction for them all (a drop of thousands of photos must not hold the
+        lock, and sync the disk, once per photo while the stream waits to store results)."""
+        hashed: list[tuple[Path, str]] = []
+        for path in paths:
+            path = Path(path).absolute()
+            try:
+                digest = sha256_file(path)
+            except OSError:
+                continue  # vanished before it was read
+            shared = self.ledger.shared
+            if shared is not None and not shared.claim(digest, str(path)):
+                continue  # another station has it (or it is done there)
+            hashed.append((path, digest))
+        queued: dict[Path, str] = {}
         with self._lock:
-            replaced = self._in_flight.get(path)
-            if not self.ledger.add_photo(str(path), digest):
-                return None
-            if replaced and replaced != digest and not self.ledger.paths_of(replaced):
-                # The file was overwritten before its old content was read: that is gone.
-                self.ledger.forget_photo(replaced)
-                self._drop_row(replaced)
-            self._put_row(PhotoRow(digest, str(path), QUEUED, None, None, None))
-            if self._feed is not None:
-                self._in_flight[path] = digest
-                self._feed.put(path)
-            return digest
+            replaced = {path: self._in_flight.get(path) for path, _ in hashed}
+            added = self.ledger.add_photos([(str(path), digest) for path, digest in hashed])
+            for (path, digest), is_new in zip(hashed, added, strict=True):
+                if not is_new:
+                    continue
+                old = replaced[path]
+                if old and old != digest and not self.ledger.paths_of(old):
+                    # The file was overwritten before its old content was read: that is gone.
+                    self.ledger.forget_photo(old)
+                    self._drop_row(old)
+                self._put_row(PhotoRow(digest, str(path), QUEUED, None, None, None),
+                              build=False)
+                if self._feed is not None:
+                    self._in_flight[path] = digest
+                    self._feed.put(path)
+                queued[path] = digest
+            self._refresh_views(list(queued.values()))
+        return [queued.get(Path(path).absolute()) for path in paths]
 
     def _drop_photos_taken_over(self) -> None:
         """With a shared ledger: photos this station left undecided when it stopped are

@@ -126,7 +126,7 @@ class FaceIdApp(TriageHost):
                     tracker.touch(self._arrivals.get_nowait())
             except queue.Empty:
                 pass
-            added = [sha for path in tracker.ready() if (sha := self.session.register(path))]
+            added = [sha for sha in self.session.register_many(tracker.ready()) if sha]
             if time.monotonic() >= next_takeover:  # photos of a shared-inbox station that died
                 added += self.session.take_abandoned()
                 next_takeover = time.monotonic() + TAKEOVER_EVERY_S
