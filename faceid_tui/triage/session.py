@@ -256,6 +256,8 @@ class TriageSession:
                 continue  # another station has it (or it is done there)
             hashed.append((path, digest))
         queued: dict[Path, str] = {}
+        if not hashed:  # the intake asks every tenth of a second, mostly with nothing new
+            return [None] * len(paths)
         with self._lock:
             replaced = {path: self._in_flight.get(path) for path, _ in hashed}
             added = self.ledger.add_photos([(str(path), digest) for path, digest in hashed])
@@ -273,7 +275,8 @@ class TriageSession:
                     self._in_flight[path] = digest
                     self._feed.put(path)
                 queued[path] = digest
-            self._refresh_views(list(queued.values()))
+            if queued:
+                self._refresh_views(list(queued.values()))
         return [queued.get(Path(path).absolute()) for path in paths]
 
     def _drop_photos_taken_over(self) -> None:
