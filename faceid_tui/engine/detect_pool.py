@@ -85,13 +85,14 @@ def _find_in_worker(path: Path, fallback_center: bool, keep_image: bool) -> Phot
 
 
 def single_threaded_blas() -> None:
-    """numpy's BLAS (OpenBLAS) runs on the calling process's one thread from now on.
+    """BLAS (numpy's OpenBLAS, and the one OpenCV bundles) runs on the calling thread alone
+    in this process from now on.
 
     Once detect processes keep every core busy, BLAS helper threads only take cores from them:
     the products here are small (a chunk of faces against the bank or the pending faces), and
     OpenBLAS's helpers spin after each call, at the priority of the thread that imported numpy
-    (above the detect processes). Measured in the app, 1,000 photos dropped, three alternated
-    rounds: 68-72 s with OpenBLAS's default two threads, 63-66 s with one.
+    (above the detect processes). Measured in the app, 1,000 photos dropped, alternated
+    rounds: 68-72 s with OpenBLAS's default two threads, 62-66 s with one.
     """
     from threadpoolctl import threadpool_limits
 

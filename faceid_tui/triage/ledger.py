@@ -43,8 +43,8 @@ CREATE TABLE IF NOT EXISTS photos (
     processed_at REAL,
     finished_at REAL
 );
--- Without these, a drop of 10,000 photos scanned the table once per photo added (the next
--- seq, the paths of a photo): 8.7 s of inserts instead of 0.3 s, under the session's lock.
+-- Without these, each photo added scanned the table (the next seq, the paths of a photo):
+-- registering 8,476 photos one by one took 5.3 s under the session's lock, 2.6 s with them.
 CREATE INDEX IF NOT EXISTS photos_by_seq ON photos(seq);
 CREATE TABLE IF NOT EXISTS photo_paths (
     path TEXT PRIMARY KEY,

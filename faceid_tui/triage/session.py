@@ -255,16 +255,15 @@ class TriageSession:
             if shared is not None and not shared.claim(digest, str(path)):
                 continue  # another station has it (or it is done there)
             hashed.append((path, digest))
-        queued: dict[Path, str] = {}
         if not hashed:  # the intake asks every tenth of a second, mostly with nothing new
             return [None] * len(paths)
+        queued: dict[Path, str] = {}
         with self._lock:
-            replaced = {path: self._in_flight.get(path) for path, _ in hashed}
             added = self.ledger.add_photos([(str(path), digest) for path, digest in hashed])
             for (path, digest), is_new in zip(hashed, added, strict=True):
                 if not is_new:
                     continue
-                old = replaced[path]
+                old = self._in_flight.get(path)
                 if old and old != digest and not self.ledger.paths_of(old):
                     # The file was overwritten before its old content was read: that is gone.
                     self.ledger.forget_photo(old)
