@@ -35,12 +35,18 @@ import numpy as np
 #: photos of 32 faces: exact 0.5 ms at 10^4 samples, 1.7 ms at 3·10^4 and 4.3 ms at 10^5
 #: (26 ms for a one-face photo); index 0.9, 2.1 and 3.0 ms (3.4). The crossover lies between
 #: 3·10^4 and 10^5; exact stays the default up to 10^5, where it would reach the 5 ms target,
-#: because the index is approximate and is rebuilt after each bank change (79 s at 10^5).
+#: because the index is approximate and is rebuilt after each bank change (79 s at 10^5 when
+#: built on two threads, about twice that on the one thread it is built on now).
 INDEX_MIN_SAMPLES = 100_000
 #: Samples fetched from the index per query and re-scored exactly. Identities have a few
 #: samples each, so this leaves dozens of candidate identities for the top three and margin.
 CANDIDATE_SAMPLES = 64
-#: Threads for index build and search; 0 lets usearch use every core.
+#: Threads for index search; 0 lets usearch use every core. The graph is always built on one
+#: thread: usearch 2.26's concurrent ``add`` leaves some nodes unreachable by search
+#: (unum-cloud/USearch#735). Measured here on 2 cores: built with 2 threads, 1-5 rows of every
+#: index (2,000 or 20,000 rows) were not found even by a search for their own vector, so
+#: their identities could never be matched; built on one thread, none. One thread builds
+#: 20,000 512-d samples in 15.7 s against 7.0 s.
 THREADS = 0
 
 # HNSW settings, measured on random 512-d unit vectors with queries at cosine 0.7 to a
@@ -79,8 +85,7 @@ class UsearchIndex:
         self._index = Index(ndim=samples.shape[1], metric="cos", dtype="i8",
                             connectivity=_CONNECTIVITY, expansion_add=_EXPANSION_ADD,
                             expansion_search=_EXPANSION_SEARCH, enable_key_lookups=False)
-        self._index.add(np.arange(len(samples), dtype=np.uint64), samples,
-                        threads=self._threads)
+        self._index.add(np.arange(len(samples), dtype=np.uint64), samples, threads=1)
 
     def __len__(self) -> int:
         return len(self._index)
