@@ -20,8 +20,9 @@ is matched once exactly and once through the approximate index (forced with
 
 Random vectors are the hard case for a graph index (real embeddings cluster by person), so
 the agreement here is a floor. Rows go to stderr as each finishes (10^6 takes a while), the
-whole table to stdout at the end. ``--threads`` sets BLAS and usearch search threads (the index is built on one, see (default: every
-bank/index.py THREADS; default: every core this process may use); with fewer cores than threads the figures are meaningless.
+whole table to stdout at the end. ``--threads`` sets BLAS and usearch's search threads (the
+index is built on one: bank/index.py THREADS; default: every core this process may use);
+with fewer cores than threads the figures are meaningless.
 Numbers are printed, nothing is asserted.
 """
 
