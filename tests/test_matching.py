@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
+from itertools import chain
 
+import numpy as np
+import pytest
+
+import faceid_tui.bank.matching as matching
 from faceid_tui.bank.matching import BEST_SAMPLE, Matcher
 
 
@@ -86,3 +90,43 @@ def test_empty_bank_leaves_every_face_unknown() -> None:
     matcher = Matcher([], np.zeros((0, 3), dtype=np.float32))
     (match,) = matcher.match_photo(np.stack([unit(1, 0, 0)]))
     assert match.status == "unknown" and match.candidates == ()
+
+
+def test_all_rows_ranked_at_once_as_one_row_at_a_time() -> None:
+    # A re-match ranks every pending face's identities in one call; it must give each row
+    # what the per-face ranking gives, ties (in index order) and NaN rows included.
+    rng = np.random.default_rng(3)
+    scores = np.round(rng.uniform(-1, 1, (400, 37)), 1).astype(np.float32)  # many ties
+    scores[7] = np.nan
+    scores[11, 5] = np.nan
+    scores[13] = 0.5
+    for depth in (1, 3, 5, 36, 37, 50):
+        ranked = matching._best_first_rows(scores, depth)
+        expected = [matching._best_first(row, depth) for row in scores]
+        assert ranked.shape == (400, min(depth, 37))
+        assert [r.tolist() for r in ranked] == [e.tolist() for e in expected]
+
+
+def test_grouped_faces_match_as_photos() -> None:
+    rng = np.random.default_rng(4)
+    people = rng.standard_normal((15, 16)).astype(np.float32)
+    samples = np.repeat(people, 2, axis=0) + 0.1 * rng.standard_normal((30, 16)).astype(
+        np.float32)
+    samples /= np.linalg.norm(samples, axis=1, keepdims=True)
+    matcher = Matcher([f"p{i // 2}" for i in range(30)], samples, threshold=0.7)
+    # The first photo holds two faces of p0 (a conflict within it), the third two of p5
+    # split across photos 3 and 4 (no conflict: each photo is its own).
+    picks = [0, 1, 4, 7, 9, 10, 12, 11, 20]
+    faces = samples[picks] + 0.1 * rng.standard_normal((9, 16)).astype(np.float32)
+    counts = [2, 0, 3, 1, 3]
+    photos = np.split(faces, np.cumsum(counts)[:-1])
+    grouped = matcher.match_grouped(faces, counts)
+    alone = [matcher.match_photo(p) if len(p) else [] for p in photos]
+    assert [len(g) for g in grouped] == counts
+    # A product over 9 rows and one over 2 agree to float rounding, not bit for bit.
+    for got, want in zip(chain(*grouped), chain(*alone), strict=True):
+        assert (got.name, got.status) == (want.name, want.status)
+        assert [c.name for c in got.candidates] == [c.name for c in want.candidates]
+        assert got.score == pytest.approx(want.score, abs=1e-6)
+    assert sorted(m.status == "conflict" for m in grouped[0]) == [False, True]
+    assert "conflict" not in {m.status for m in grouped[2] + grouped[3] + grouped[4]}

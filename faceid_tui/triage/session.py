@@ -452,17 +452,19 @@ class TriageSession:
                 self._matcher_dirty = False
             return self._matcher
 
-    def _usable(self, sha: str) -> list[FaceRow] | None:
-        """The photo's faces if every one can be matched (embedded by this model)."""
+    def _usable(self, sha: str, model_id: str) -> list[FaceRow] | None:
+        """The photo's faces if every one can be matched (embedded by ``model_id``, the
+        pipeline's: read once per pass by the caller, as it looks for the model's files)."""
         faces = self._face_rows.get(sha, [])
-        if not faces or any(f.model_id != self.pipeline.model_id for f in faces):
+        if not faces or any(f.model_id != model_id for f in faces):
             return None
         return faces
 
     def _match_missing(self, shas: list[str]) -> None:
         """Match the photos among ``shas`` that have no matches yet, in one product."""
         todo = [sha for sha in shas if sha not in self._matches]
-        usable = {sha: self._usable(sha) for sha in todo}
+        model_id = self.pipeline.model_id
+        usable = {sha: self._usable(sha, model_id) for sha in todo}
         for sha in todo:
             if usable[sha] is None:
                 self._matches[sha] = []
@@ -559,11 +561,13 @@ class TriageSession:
         with self._lock:
             self._matcher_dirty = True
             self._stale = False
+            model_id = self.pipeline.model_id
             pending = [sha for sha, row in self._photos.items()
-                       if row.state == REVIEW and self._usable(sha) is not None]
-            queries = [np.stack([face.embedding for face in self._face_rows[sha]])
-                       for sha in pending]
-            matched = self.matcher.match_photos(queries) if pending else []
+                       if row.state == REVIEW and self._usable(sha, model_id) is not None]
+            faces = [self._face_rows[sha] for sha in pending]
+            queries = np.array([face.embedding for photo in faces for face in photo])
+            matched = (self.matcher.match_grouped(queries, [len(photo) for photo in faces])
+                       if pending else [])
             changed: set[str] = set()
             renamed: set[str] = set()
             # Entry by entry: readers without the lock always find a view (old or new).
