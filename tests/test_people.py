@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -149,6 +151,54 @@ def test_rejecting_and_merging_groups_undo_one_step_each(session_root: Path,
     after = {v.group_id: {f.face_id for f in v.faces} for v in session.group_views()}
     assert after == members
     assert all(session.ledger.face(f).decision is None for f in members[juanes])
+    session.close()
+
+
+def test_a_decision_does_not_wait_for_the_grouping_and_the_groups_follow_it(
+        session_root: Path, pipeline: Pipeline) -> None:
+    # While a queue drains, the processing thread groups each stored chunk holding only the
+    # groups' lock: a reject must go through meanwhile, and the groups take it up after.
+    session = make_session(session_root, pipeline)
+    face = largest_face_ids(session)["Juanes"][0]
+    assert session.group_of(face) is not None
+    with session._groups_lock:  # a long grouping in another thread
+        decided = threading.Thread(target=session.reject, args=(face,),
+                                   kwargs={"defer": True}, daemon=True)
+        decided.start()
+        decided.join(timeout=60)
+        assert not decided.is_alive(), "the reject waited for the grouping"
+    assert session.ledger.face(face).decision == REJECTED
+    session.finish_deferred()
+    assert session.group_of(face) is None
+    assert face not in {f.face_id for v in session.group_views() for f in v.faces}
+    session.close()
+
+
+def test_an_older_reading_of_a_photo_never_undoes_a_newer_one(session_root: Path,
+                                                               pipeline: Pipeline) -> None:
+    # A grouping that read a photo's faces before a decision on it, and reaches the groups
+    # after the decision's own grouping, must leave that photo alone (else the decided face
+    # would come back into a group and stay there).
+    session = make_session(session_root, pipeline)
+    face = largest_face_ids(session)["Juanes"][0]
+    sha = session.ledger.face(face).photo_sha
+    group = session.group_of(face)
+    assert group is not None
+    with session._groups_lock:
+        session._regroup([sha])
+        older = threading.Thread(target=session._settle_groups, daemon=True)
+        older.start()  # reads the photo (face undecided), then waits for the groups' lock
+        for _ in range(6000):
+            if not session._regroup_due:
+                break
+            time.sleep(0.01)
+        assert not session._regroup_due, "the first grouping never read the photo"
+        session.reject(face)  # its own grouping runs now (this thread holds the lock)
+        assert session.group_of(face) is None
+    older.join(timeout=60)
+    assert not older.is_alive()
+    assert session.group_of(face) is None
+    assert session.ledger.face(face).decision == REJECTED
     session.close()
 
 
