@@ -789,17 +789,13 @@ class TriageSession:
     # -- people to name (groups of undecided faces) ---------------------------------------
     def group_views(self, groups: list[int] | None = None) -> list[GroupView]:
         """The groups of undecided faces, largest first, each with its best identity."""
-        with self._lock:
-            self._settle_groups()
+        with self._lock, self._settled_groups():
             matcher = self.matcher if self.identity_count() else None
-            with self._groups_lock:
-                return self.people.views(matcher, groups)
+            return self.people.views(matcher, groups)
 
     def group_of(self, face_id: int) -> int | None:
-        with self._lock:
-            self._settle_groups()
-            with self._groups_lock:
-                return self.people.group_of(face_id)
+        with self._lock, self._settled_groups():
+            return self.people.group_of(face_id)
 
     def name_group(self, group: int, name: str, *, defer: bool = False) -> int:
         """Name a whole group: its most typical faces are enrolled under ``name`` (created
@@ -873,8 +869,8 @@ class TriageSession:
 
     @contextlib.contextmanager
     def _settled_groups(self) -> Iterator[None]:
-        """The groups in step with every photo, held for a group action (the session's
-        lock is held by the caller)."""
+        """The groups in step with every photo, held for a group read or action (the
+        session's lock is held by the caller)."""
         self._settle_groups()
         with self._groups_lock:
             yield
