@@ -9,7 +9,10 @@ seeded from ``../shared/faces/identities`` (most of them LFW people), so faces g
 
 * **scan** — ``faceid scan DIR --json`` in a subprocess, the whole process timed (model load
   and bank load included); two one-photo scans before it sync the bank's embeddings and give
-  the start-up time, so images/s is also shown without start-up.
+  the start-up time, so images/s is also shown without start-up. By default (``--order``) a
+  scan runs before the app and another after it, and the app is compared with their mean:
+  this machine's speed drifts by several percent over the half hour of a 10,000-photo run,
+  and a scan on one side only would count that drift for or against the app.
 * **app** — ``FaceIdApp(session, watch=True)`` under ``App.run_test(size=(80, 24))``; once its
   models are loaded the N photos are copied into the inbox (the drop, timed) and the ledger is
   polled (every 0.5 s at most, off the event loop) until every photo is registered and none is
@@ -123,7 +126,8 @@ def engine_flags(args: argparse.Namespace) -> list[str]:
 
 # -- faceid scan --------------------------------------------------------------------------------
 def run_scan(args: argparse.Namespace, photo_dir: Path, bank: Path, first: Path,
-             figures: dict[str, object]) -> None:
+             rounds: list[dict[str, object]]) -> None:
+    """One timed ``faceid scan`` of ``photo_dir``; its figures are appended to ``rounds``."""
     base = [str(FACEID), "scan", "--bank", str(bank), *engine_flags(args), "--json"]
     for _ in range(2):  # the first embeds the bank's photos, the second is timed
         started = time.perf_counter()
@@ -147,13 +151,28 @@ def run_scan(args: argparse.Namespace, photo_dir: Path, bank: Path, first: Path,
         if process.returncode not in (0, 1) or photos == 0:
             errors.seek(0)
             print(f"scan: exit {process.returncode}: {errors.read()[-2000:]}", flush=True)
-    figures.update({
+    rounds.append({
         "scan_startup_s": startup, "scan_s": wall, "scan_photos": photos, "scan_faces": faces,
         "scan_named_faces": named, "scan_images_per_s": photos / wall if wall else None,
         "scan_images_per_s_without_startup":
             photos / (wall - startup) if wall > startup else None,
     })
     print(f"scan: {photos} photos, {faces} faces ({named} named) in {wall:.1f} s", flush=True)
+
+
+def scan_figures(rounds: list[dict[str, object]]) -> dict[str, object]:
+    """The scan's figures over its rounds: rates and times are means (a scan before and one
+    after the app cancel a drift of the machine's speed during the run, to first order), the
+    rates of each round are kept too; counts are the first round's."""
+    if not rounds:
+        return {}
+    figures = dict(rounds[0])
+    for key in ("scan_startup_s", "scan_s", "scan_images_per_s",
+                "scan_images_per_s_without_startup"):
+        values = [r[key] for r in rounds if isinstance(r.get(key), float)]
+        figures[key] = float(np.mean(values)) if values else None
+    figures["scan_rounds_images_per_s"] = [r.get("scan_images_per_s") for r in rounds]
+    return figures
 
 
 # -- driving the app ------------------------------------------------------------------------------
@@ -819,7 +838,9 @@ def report(command: str, figures: dict[str, object], series: list[Series]) -> No
     rows = [
         ("scan start-up (1 photo)", fmt(figures.get("scan_startup_s"), " s")),
         ("scan whole process", fmt(figures.get("scan_s"), " s")),
-        ("scan images/s", fmt(scan)),
+        ("scan images/s" + (" (mean of the rounds: " + " / ".join(
+            fmt(rate) for rate in figures["scan_rounds_images_per_s"]) + ")"
+            if len(figures.get("scan_rounds_images_per_s") or []) > 1 else ""), fmt(scan)),
         ("scan images/s without start-up", fmt(bare)),
         ("scan faces (named)", f"{fmt(figures.get('scan_faces'))} "
                                f"({fmt(figures.get('scan_named_faces'))})"),
@@ -879,14 +900,17 @@ async def main_async(args: argparse.Namespace) -> None:
         for photo in photos:
             shutil.copyfile(photo, photo_dir / photo.name)
         staged = sorted(photo_dir.iterdir())
+        scans: list[dict[str, object]] = []
+        bank = root / "scan" / "id_bank"
         for step in args.order.split(","):
             if step == "scan" and "scan" not in args.skip:
-                bank = root / "scan" / "id_bank"
-                seed_bank(bank, args.identities)
-                run_scan(args, photo_dir, bank, staged[0], figures)
+                if not bank.exists():
+                    seed_bank(bank, args.identities)
+                run_scan(args, photo_dir, bank, staged[0], scans)
             elif step == "app":
                 (root / "app").mkdir()
                 series = await run_app(args, staged, root / "app", figures)
+        figures.update(scan_figures(scans))
     report(command, figures, series)
     if args.json:
         args.json.write_text(json.dumps(
@@ -908,7 +932,10 @@ def main() -> None:
     parser.add_argument("--keys", choices=["driver", "pilot"], default="driver",
                         help="post key events as the terminal driver does (default), or "
                              "time await pilot.press() + pilot.pause()")
-    parser.add_argument("--order", choices=["scan,app", "app,scan"], default="scan,app")
+    parser.add_argument("--order", choices=["scan,app,scan", "scan,app", "app,scan"],
+                        default="scan,app,scan",
+                        help="the default times a scan before and after the app and "
+                             "compares the app with their mean (the machine's speed drifts)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["scan", "drain", "review"],
                         help="leave out the scan, or the key figures of one phase")
     parser.add_argument("--identities", nargs="*",
